@@ -1,0 +1,158 @@
+"""The ``router`` command: build, classify, eval, models export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from router.config import RouterConfig, load_config
+from router.errors import RouterError
+
+
+def _config_from_args(args: argparse.Namespace) -> RouterConfig:
+    if args.config:
+        config = load_config(args.config)
+    else:
+        source: dict[str, Any] = {}
+        if args.intents:
+            source = {"intents": args.intents, "validation": args.validation}
+        else:
+            source = {"dataset": args.dataset or "clinc150"}
+        config = RouterConfig(name=args.name or (args.dataset or "default"), **source)
+    updates: dict[str, Any] = {}
+    if args.name:
+        updates["name"] = args.name
+    encoder = config.encoder.model_copy(
+        update={k: v for k, v in {"model": args.model, "threads": args.threads, "backend": args.backend}.items()
+                if v is not None}
+    )
+    updates["encoder"] = encoder
+    if args.mine_rules:
+        updates["rules"] = config.rules.model_copy(update={"mine": True})
+    # model_validate re-runs the validators on the merged values.
+    return RouterConfig.model_validate({**config.model_dump(), **{k: getattr(v, "model_dump", lambda: v)()
+                                                                   for k, v in updates.items()}})
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="router YAML config")
+    p.add_argument("--dataset", help="a shipped dataset: clinc150 or banking77")
+    p.add_argument("--intents", help="intent YAML, or labelled JSONL/CSV training file")
+    p.add_argument("--validation", help="labelled JSONL/CSV validation file for calibration and rule mining")
+    p.add_argument("--name", help="index name under indexes/ (default: the config's, or 'default')")
+    p.add_argument("--model", help="encoder model manifest (minilm-l6-fp32, minilm-l6-int8)")
+    p.add_argument("--backend", help="encoder backend (onnx, st, hashing)")
+    p.add_argument("--threads", type=int, help="encoder threads")
+    p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from router.builder import Builder
+
+    if not (args.config or args.dataset or args.intents):
+        args.dataset, args.name = "clinc150", args.name or "default"
+    config = _config_from_args(args)
+    report = Builder(config).build()
+    m = report.manifest
+    for rule in m.mined_rules:
+        print(f"rule {rule.intent:<28} {rule.keyword!r:<28} train support {rule.train_support:>4}  "
+              f"val support {rule.val_support:>3}  val precision {rule.val_precision:.3f}")
+    cal = m.calibration
+    print(json.dumps({
+        "index": str(report.folder),
+        "encoder": m.encoder_id,
+        "vector_index": m.vector_index,
+        "n_intents": m.n_intents,
+        "n_examples": m.n_examples,
+        "mined_rules": len(m.mined_rules),
+        "build_seconds": m.build_seconds,
+        "stage_seconds": {k: round(v, 2) for k, v in report.seconds.items()},
+        "calibration": cal.model_dump(),
+    }, indent=2))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from router.router import Router
+
+    router = Router.load(args.index)
+    for text in args.text:
+        print(json.dumps(router.classify(text).to_dict()))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from router.datasets import load_dataset
+    from router.evaluation import run_eval
+    from router.intents import read_labelled
+
+    if args.train:
+        if not args.test:
+            raise RouterError("router eval --train needs --test")
+        args.intents, args.validation = args.train, args.val
+        test = read_labelled(args.test)
+    else:
+        args.dataset = args.dataset_name or args.dataset or "clinc150"
+        test = load_dataset(args.dataset).test
+    config = _config_from_args(args)
+    result = run_eval(config, test)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from router.encoders.onnx import onnx_model_path
+    from router.model_store import load_manifest
+
+    print(onnx_model_path(load_manifest(args.model)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build an index (default: CLINC150 as 'default')")
+    _add_source_args(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("classify", help="classify texts, print each Decision as JSON")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--index", default="default", help="index name or folder")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("eval", help="build on a train split and evaluate on its test split")
+    p.add_argument("dataset_name", nargs="?", help="clinc150 or banking77")
+    _add_source_args(p)
+    p.add_argument("--train", help="labelled train file (JSONL/CSV)")
+    p.add_argument("--test", help="labelled test file (JSONL/CSV)")
+    p.add_argument("--val", help="labelled validation file (JSONL/CSV)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="model files")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    e = msub.add_parser("export", help="write the ONNX file of a safetensors model into models/cache/")
+    e.add_argument("model", nargs="?", default="minilm-l6-fp32")
+    e.set_defaults(func=cmd_models_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RouterError as exc:
+        print(f"router: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Router configuration: pydantic models (unknown keys rejected), loaded from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from router.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderConfig(_Strict):
+    backend: str = "onnx"
+    model: str = "minilm-l6-fp32"
+    threads: int = Field(1, ge=1, le=256)
+    batch_size: int = Field(64, ge=1, le=4096)
+    cache_size: int = Field(4096, ge=0, le=10_000_000)
+    models_dir: str | None = None
+
+
+class VectorIndexConfig(_Strict):
+    kind: str = "auto"
+    # Below this many examples an exact scan is as fast as a graph; from here on HNSW.
+    auto_hnsw_from: int = Field(4096, ge=1)
+    hnsw_m: int = Field(32, ge=4, le=256)
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(32, ge=1)
+    neighbours: int = Field(10, ge=1, le=1000)
+
+
+class HeadConfig(_Strict):
+    l2: float = Field(1e-5, ge=0)
+    epochs: int = Field(300, ge=1, le=100_000)
+    learning_rate: float = Field(0.1, gt=0)
+
+
+class CalibrationConfig(_Strict):
+    target_precision: float = Field(0.97, gt=0.5, lt=1.0)
+    oos_prior: float = Field(0.2, ge=0.0, lt=1.0)
+    z: float = Field(1.0, ge=0.0, le=5.0)
+    folds: int = Field(5, ge=2, le=50)
+    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)
+    # Used only when there is too little data to fit (fewer than 2 examples of some intent).
+    fallback_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class RulesConfig(_Strict):
+    mine: bool = False
+    min_precision: float = Field(0.995, gt=0.5, le=1.0)
+    min_train_support: int = Field(15, ge=1)
+    min_val_support: int = Field(5, ge=1)
+    max_per_intent: int = Field(3, ge=1)
+    guards: bool = True
+
+
+class LimitsConfig(_Strict):
+    max_text_chars: int = Field(2000, ge=1, le=1_000_000)
+    max_batch: int = Field(256, ge=1, le=100_000)
+
+
+class RouterConfig(_Strict):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Exactly one source: an intent YAML / labelled JSONL or CSV file, or a shipped dataset name.
+    intents: str | None = None
+    dataset: str | None = None
+    validation: str | None = None
+    top_k: int = Field(5, ge=1, le=100)
+    encoder: EncoderConfig = EncoderConfig()
+    vector_index: VectorIndexConfig = VectorIndexConfig()
+    head: HeadConfig = HeadConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    rules: RulesConfig = RulesConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RouterConfig:
+        if (self.intents is None) == (self.dataset is None):
+            raise ValueError("set exactly one of 'intents' (a file) or 'dataset' (a shipped dataset name)")
+        if self.validation is not None and self.dataset is not None:
+            raise ValueError("'validation' goes with 'intents'; a shipped dataset brings its own split")
+        return self
+
+
+def format_validation(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{source}: unknown key {key!r}")
+        else:
+            parts.append(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read a YAML router config; relative file paths in it are taken relative to the file."""
+    path = Path(path)
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    for key in ("intents", "validation"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc, str(path))) from exc

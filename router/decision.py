@@ -1,0 +1,45 @@
+"""The Decision: what the router concluded about one query, and how."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TIER_RULES = "rules"
+TIER_EMBEDDING = "embedding"
+
+
+@dataclass(slots=True)
+class Candidate:
+    intent: str
+    score: float  # the head's probability (1.0 for a rule hit)
+    similarity: float | None = None  # to the nearest example of this intent
+
+
+@dataclass(slots=True)
+class Decision:
+    """``intent`` is set when accepted, or carried as the best guess when ``escalate`` is true.
+
+    ``out_of_scope`` means the query is confidently none of the intents. ``escalate`` means
+    tier 1 was not sure: a later tier (or the caller) should settle it.
+    """
+
+    intent: str | None
+    out_of_scope: bool
+    confidence: float
+    tier: str
+    escalate: bool
+    candidates: list[Candidate]
+    slots: dict[str, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    latency_us: dict[str, float] = field(default_factory=dict)
+    skill: str | None = None
+    degraded: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        """True when the router answered with an intent it is confident of."""
+        return self.intent is not None and not self.escalate and not self.out_of_scope
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,68 @@
+"""Encoder backends behind the ``Encoder`` Protocol, in a registry keyed by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from router.config import EncoderConfig
+from router.encoders.base import Encoder
+from router.encoders.cache import CachedEncoder
+from router.errors import ConfigError
+from router.model_store import load_manifest
+
+
+@dataclass(frozen=True)
+class EncoderBackend:
+    build: Callable[[EncoderConfig], Encoder]
+    # The identity an index built with this config records, known without loading the model.
+    identity: Callable[[EncoderConfig], str]
+
+
+def _onnx(config: EncoderConfig) -> Encoder:
+    from router.encoders.onnx import build_onnx_encoder
+
+    options = {"threads": config.threads, "batch_size": config.batch_size, "models_dir": config.models_dir}
+    return build_onnx_encoder(load_manifest(config.model, config.models_dir), options)
+
+
+def _st(config: EncoderConfig) -> Encoder:
+    from router.encoders.st import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(load_manifest(config.model, config.models_dir), config.threads, config.batch_size)
+
+
+def _hashing(config: EncoderConfig) -> Encoder:
+    from router.encoders.hashing import HashingEncoder
+
+    return HashingEncoder()
+
+
+def _manifest_identity(config: EncoderConfig) -> str:
+    return load_manifest(config.model, config.models_dir).encoder_id
+
+
+ENCODERS: dict[str, EncoderBackend] = {
+    "onnx": EncoderBackend(_onnx, _manifest_identity),
+    "st": EncoderBackend(_st, _manifest_identity),
+    "hashing": EncoderBackend(_hashing, lambda config: "hashing-384"),
+}
+
+
+def _backend(config: EncoderConfig) -> EncoderBackend:
+    try:
+        return ENCODERS[config.backend]
+    except KeyError as exc:
+        raise ConfigError(f"encoder.backend={config.backend!r} is unknown; known: {sorted(ENCODERS)}") from exc
+
+
+def build_encoder(config: EncoderConfig) -> Encoder:
+    encoder = _backend(config).build(config)
+    return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
+
+
+def encoder_identity(config: EncoderConfig) -> str:
+    return _backend(config).identity(config)
+
+
+__all__ = ["ENCODERS", "CachedEncoder", "Encoder", "EncoderBackend", "build_encoder", "encoder_identity"]

@@ -1,0 +1,52 @@
+"""An LRU cache of recent query embeddings in front of any encoder."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from threading import Lock
+
+import numpy as np
+
+from router.encoders.base import Encoder
+
+
+class CachedEncoder:
+    def __init__(self, inner: Encoder, size: int) -> None:
+        self.inner = inner
+        self.size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def encoder_id(self) -> str:
+        return self.inner.encoder_id
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            for row, text in enumerate(texts):
+                cached = self._cache.get(text)
+                if cached is None:
+                    missing.setdefault(text, []).append(row)
+                else:
+                    self._cache.move_to_end(text)
+                    out[row] = cached
+            self.hits += len(texts) - sum(len(rows) for rows in missing.values())
+            self.misses += len(missing)
+        if missing:
+            fresh = self.inner.encode(list(missing))
+            with self._lock:
+                for vector, (text, rows) in zip(fresh, missing.items(), strict=True):
+                    out[rows] = vector
+                    self._cache[text] = vector
+                    if len(self._cache) > self.size:
+                        self._cache.popitem(last=False)
+        return out

@@ -1,0 +1,95 @@
+"""``router eval``: build on a train split, classify the test split one query at a time, report.
+
+Definitions (out-of-scope queries are labelled ``oos``):
+- accuracy_full: in-scope test queries whose best guess is right, at full coverage;
+- coverage_in_scope: in-scope test queries the router accepted (not escalated, not out of scope);
+- accepted_precision: accepted answers that are right, out-of-scope queries accepted counting as wrong;
+- oos_recall: out-of-scope test queries not accepted as an intent (null without any);
+- tier_share: share of all test queries per outcome (rules, embedding, escalated, out_of_scope);
+- latency_*_us: whole ``classify`` calls, one query at a time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.builder import Builder
+from router.config import RouterConfig
+from router.decision import TIER_RULES, Decision
+from router.intents import OOS, Labelled
+from router.paths import indexes_dir
+from router.router import Router
+
+
+def _best_guess(decision: Decision) -> str | None:
+    return decision.candidates[0].intent if decision.candidates else None
+
+
+def score_decisions(decisions: list[Decision], labels: list[str], known: set[str]) -> dict[str, Any]:
+    truth = [lab if lab in known else OOS for lab in labels]
+    in_scope = np.array([t != OOS for t in truth])
+    accepted = np.array([d.accepted for d in decisions])
+    right = np.array([d.intent == t for d, t in zip(decisions, truth, strict=True)])
+    guess_right = np.array([_best_guess(d) == t for d, t in zip(decisions, truth, strict=True)])
+    n = len(decisions)
+    shares = {
+        "rules": sum(d.accepted and d.tier == TIER_RULES for d in decisions) / n,
+        "embedding": sum(d.accepted and d.tier != TIER_RULES for d in decisions) / n,
+        "escalated": sum(d.escalate for d in decisions) / n,
+        "out_of_scope": sum(d.out_of_scope for d in decisions) / n,
+    }
+    return {
+        "accuracy_full": float(guess_right[in_scope].mean()) if in_scope.any() else None,
+        "coverage_in_scope": float(accepted[in_scope].mean()) if in_scope.any() else None,
+        "accepted_precision": float(right[accepted].mean()) if accepted.any() else None,
+        "oos_recall": float(1 - accepted[~in_scope].mean()) if (~in_scope).any() else None,
+        "tier_share": {k: round(v, 4) for k, v in shares.items()},
+        "n_test": n,
+        "n_test_oos": int((~in_scope).sum()),
+    }
+
+
+def evaluate(router: Router, test: Labelled) -> dict[str, Any]:
+    decisions = []
+    latencies = []
+    for text in test.texts:
+        start = time.perf_counter_ns()
+        decisions.append(router.classify(text))
+        latencies.append(time.perf_counter_ns() - start)
+    known = set(router.artifact.intents.names)
+    report = score_decisions(decisions, test.labels, known)
+    lat = np.array(latencies) / 1000.0
+    report["latency_p50_us"] = round(float(np.percentile(lat, 50)), 1)
+    report["latency_p99_us"] = round(float(np.percentile(lat, 99)), 1)
+    return report
+
+
+def run_eval(config: RouterConfig, test: Labelled) -> dict[str, Any]:
+    """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off."""
+    root = indexes_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
+    try:
+        report = Builder(config, log=lambda _: None).build(folder)
+        router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}))
+        result = evaluate(router, test)
+        m = report.manifest
+        result.update(
+            {
+                "encoder": m.encoder_id,
+                "encoder_threads": config.encoder.threads,
+                "vector_index": m.vector_index,
+                "build_seconds": m.build_seconds,
+                "mined_rules": len(m.mined_rules),
+                "calibration": m.calibration.model_dump(),
+            }
+        )
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

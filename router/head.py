@@ -1,0 +1,73 @@
+"""The linear head: multinomial logistic regression on frozen sentence embeddings.
+
+Trained full-batch with Adam on the softmax cross-entropy plus a small L2 term;
+numpy only, deterministic (zero init, no sampling). Serving is one matrix-vector
+product and a softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class LinearHead:
+    weights: np.ndarray  # (dimension, n_classes) float32
+    bias: np.ndarray  # (n_classes,) float32
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.bias.shape[0])
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        logits = vectors @ self.weights + self.bias
+        logits -= logits.max(axis=-1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=-1, keepdims=True)
+        return logits
+
+    def save(self, path: Path) -> None:
+        np.savez(path, weights=self.weights, bias=self.bias)
+
+    @classmethod
+    def load(cls, path: Path) -> LinearHead:
+        with np.load(path) as data:
+            return cls(np.ascontiguousarray(data["weights"]), np.ascontiguousarray(data["bias"]))
+
+
+def train_head(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    l2: float = 1e-5,
+    epochs: int = 300,
+    learning_rate: float = 0.1,
+) -> LinearHead:
+    """Fit softmax regression; ``labels`` are class indices in ``[0, n_classes)``."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = x.shape
+    onehot = np.zeros((n, n_classes), dtype=np.float32)
+    onehot[np.arange(n), labels] = 1.0
+    w = np.zeros((dim, n_classes), dtype=np.float32)
+    b = np.zeros(n_classes, dtype=np.float32)
+    m_w, v_w = np.zeros_like(w), np.zeros_like(w)
+    m_b, v_b = np.zeros_like(b), np.zeros_like(b)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    head = LinearHead(w, b)
+    for step in range(1, epochs + 1):
+        grad = head.probabilities(x)
+        grad -= onehot
+        grad /= n
+        g_w = x.T @ grad + l2 * w
+        g_b = grad.sum(axis=0)
+        m_w = beta1 * m_w + (1 - beta1) * g_w
+        v_w = beta2 * v_w + (1 - beta2) * g_w * g_w
+        m_b = beta1 * m_b + (1 - beta1) * g_b
+        v_b = beta2 * v_b + (1 - beta2) * g_b * g_b
+        correction1, correction2 = 1 - beta1**step, 1 - beta2**step
+        w -= learning_rate * (m_w / correction1) / (np.sqrt(v_w / correction2) + eps)
+        b -= learning_rate * (m_b / correction1) / (np.sqrt(v_b / correction2) + eps)
+    return LinearHead(w.astype(np.float32), b.astype(np.float32))

