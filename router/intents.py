@@ -27,7 +27,7 @@ class Intent(BaseModel):
     """One intent (skill trigger): examples for tier 1, optional rules for tier 0."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^\S+$")
     description: str = ""
     examples: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
