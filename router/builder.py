@@ -90,7 +90,9 @@ class Builder:
     def __init__(self, config: RouterConfig, encoder: Encoder | None = None, log: Log = print) -> None:
         self.config = config
         self.log = log
-        self.encoder = encoder if encoder is not None else build_encoder(config.encoder.model_copy(update={"cache_size": 0}))
+        # Build-time encoding sees each text once: an LRU cache would only cost memory.
+        uncached = config.encoder.model_copy(update={"cache_size": 0})
+        self.encoder = encoder if encoder is not None else build_encoder(uncached)
 
     def _train(self, vectors: np.ndarray, classes: np.ndarray, n_classes: int) -> LinearHead:
         h = self.config.head
@@ -110,7 +112,9 @@ class Builder:
         return fit_calibration(scores, correct, is_oos, nearest, c.target_precision, c.oos_prior, c.z,
                                c.oos_floor_quantile)
 
-    def _cross_fit(self, vectors: np.ndarray, classes: np.ndarray, oos_vectors: np.ndarray, n_classes: int) -> Calibration:
+    def _cross_fit(
+        self, vectors: np.ndarray, classes: np.ndarray, oos_vectors: np.ndarray, n_classes: int
+    ) -> Calibration:
         """No validation split: out-of-fold predictions from k heads stand in for held-out data."""
         c = self.config.calibration
         smallest = int(np.bincount(classes, minlength=n_classes).min())

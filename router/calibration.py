@@ -42,7 +42,8 @@ def _wilson_lower(p: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
     z2 = z * z
     centre = p + z2 / (2 * n)
     spread = z * np.sqrt(np.clip(p * (1 - p) / n + z2 / (4 * n * n), 0, None))
-    return (centre - spread) / (1 + z2 / n)
+    lower: np.ndarray = (centre - spread) / (1 + z2 / n)
+    return lower
 
 
 def fit_calibration(

@@ -22,19 +22,15 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
         else:
             source = {"dataset": args.dataset or "clinc150"}
         config = RouterConfig(name=args.name or (args.dataset or "default"), **source)
-    updates: dict[str, Any] = {}
+    data = config.model_dump()
     if args.name:
-        updates["name"] = args.name
-    encoder = config.encoder.model_copy(
-        update={k: v for k, v in {"model": args.model, "threads": args.threads, "backend": args.backend}.items()
-                if v is not None}
-    )
-    updates["encoder"] = encoder
+        data["name"] = args.name
+    for key in ("model", "threads", "backend"):
+        if getattr(args, key) is not None:
+            data["encoder"][key] = getattr(args, key)
     if args.mine_rules:
-        updates["rules"] = config.rules.model_copy(update={"mine": True})
-    # model_validate re-runs the validators on the merged values.
-    return RouterConfig.model_validate({**config.model_dump(), **{k: getattr(v, "model_dump", lambda: v)()
-                                                                   for k, v in updates.items()}})
+        data["rules"]["mine"] = True
+    return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ class LinearHead:
         logits -= logits.max(axis=-1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=-1, keepdims=True)
-        return logits
+        return logits  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> None:
         np.savez(path, weights=self.weights, bias=self.bias)

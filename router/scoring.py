@@ -7,9 +7,11 @@ import numpy as np
 
 def class_max_similarity(similarities: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(n, n_examples) similarities → (n, n_classes): the nearest example of each class."""
-    return np.maximum.reduceat(similarities, offsets[:-1], axis=1)
+    result: np.ndarray = np.maximum.reduceat(similarities, offsets[:-1], axis=1)
+    return result
 
 
 def acceptance_score(probability: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     """The head's probability of its best intent times the similarity to that intent's nearest example."""
-    return probability * np.clip(similarity, 0.0, None)
+    score: np.ndarray = probability * np.clip(similarity, 0.0, None)
+    return score

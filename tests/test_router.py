@@ -123,7 +123,8 @@ def test_stale_intents_are_refused(mini_index: Path, mini_intents: Path, tmp_pat
 
 
 def test_other_encoder_is_refused(mini_index: Path) -> None:
-    with pytest.raises(StaleIndexError, match=r"built with encoder 'minilm-l6-fp32@.*configured encoder is 'minilm-l6-int8@"):
+    expected = r"built with encoder 'minilm-l6-fp32@.*configured encoder is 'minilm-l6-int8@"
+    with pytest.raises(StaleIndexError, match=expected):
         Router.load(mini_index, encoder=EncoderConfig(model="minilm-l6-int8"))
 
 
