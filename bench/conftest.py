@@ -14,6 +14,6 @@ QUERY = "what is my bank balance"
 def router() -> Router:
     folder = indexes_dir() / "default"
     if not (folder / "manifest.json").is_file():
-        Builder(RouterConfig(name="default", dataset="clinc150"), log=lambda _: None).build(folder)
+        Builder(RouterConfig(name="default", dataset="clinc150")).build(folder)
     # One thread, no query cache: the cost of a query the router has not seen.
     return Router.load(folder, encoder=EncoderConfig(threads=1, cache_size=0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +30,6 @@ from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
 from router.scoring import acceptance_score, class_max_similarity
 from router.vectors import choose_kind, new_index
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -87,9 +84,8 @@ def _group_by_class(vectors: np.ndarray, classes: np.ndarray, n_classes: int) ->
 
 
 class Builder:
-    def __init__(self, config: RouterConfig, encoder: Encoder | None = None, log: Log = print) -> None:
+    def __init__(self, config: RouterConfig, encoder: Encoder | None = None) -> None:
         self.config = config
-        self.log = log
         # Build-time encoding sees each text once: an LRU cache would only cost memory.
         uncached = config.encoder.model_copy(update={"cache_size": 0})
         self.encoder = encoder if encoder is not None else build_encoder(uncached)

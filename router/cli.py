@@ -16,7 +16,7 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
     if args.config:
         config = load_config(args.config)
     else:
-        source: dict[str, Any] = {}
+        source: dict[str, Any]
         if args.intents:
             source = {"intents": args.intents, "validation": args.validation}
         else:

@@ -76,7 +76,7 @@ def run_eval(config: RouterConfig, test: Labelled) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
     try:
-        report = Builder(config, log=lambda _: None).build(folder)
+        report = Builder(config).build(folder)
         router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}))
         result = evaluate(router, test)
         m = report.manifest

@@ -34,7 +34,7 @@ def mini_config(mini_intents: Path, mini_val: Path) -> RouterConfig:
 @pytest.fixture(scope="session")
 def mini_index(tmp_path_factory: pytest.TempPathFactory, mini_config: RouterConfig) -> Path:
     folder = tmp_path_factory.mktemp("indexes") / "mini"
-    Builder(mini_config, log=lambda _: None).build(folder)
+    Builder(mini_config).build(folder)
     return folder
 
 

@@ -113,11 +113,9 @@ def test_batch_limits(mini_index: Path) -> None:
 
 def test_stale_intents_are_refused(mini_index: Path, mini_intents: Path, tmp_path: Path) -> None:
     edited = tmp_path / "edited.yaml"
-    edited.write_text(mini_intents.read_text().replace("- hi\n", "- hi there friend\n", 1) + "")
+    edited.write_text(mini_intents.read_text().replace("description: set an alarm", "description: alarms"))
     changed = intent_set_from_yaml(edited)
-    if changed.content_hash() == intent_set_from_yaml(mini_intents).content_hash():
-        edited.write_text(mini_intents.read_text().replace("description: set an alarm", "description: alarms"))
-        changed = intent_set_from_yaml(edited)
+    assert changed.content_hash() != intent_set_from_yaml(mini_intents).content_hash()
     with pytest.raises(StaleIndexError, match=r"built from another intent set.*router build"):
         Router.load(mini_index, intents=changed)
 
@@ -153,7 +151,7 @@ def test_from_config_builds_and_checks_freshness(mini_intents: Path, mini_val: P
         Router.from_config(config_path, index_dir=tmp_path)
     from router import load_config
 
-    Builder(load_config(config_path), log=lambda _: None).build(tmp_path / "cfgtest")
+    Builder(load_config(config_path)).build(tmp_path / "cfgtest")
     router = Router.from_config(config_path, index_dir=tmp_path)
     assert router.artifact.manifest.vector_index == "hnsw"
     assert router.classify("what's the weather like").intent == "weather"
@@ -163,7 +161,7 @@ def test_hashing_encoder_and_cross_fitting_without_validation(mini_intents: Path
     config = RouterConfig(name="h", intents=str(mini_intents), encoder=EncoderConfig(backend="hashing"),
                           vector_index={"kind": "numpy"}, rules={"mine": True, "min_train_support": 3,
                                                                  "min_val_support": 1})
-    report = Builder(config, log=lambda _: None).build(tmp_path / "h")
+    report = Builder(config).build(tmp_path / "h")
     cal = report.manifest.calibration
     assert cal.fitted and cal.n_heldout == 160  # out-of-fold predictions over every example
     router = Router.load(tmp_path / "h", encoder=EncoderConfig(backend="hashing"))
@@ -175,5 +173,5 @@ def test_too_few_examples_fall_back_to_the_configured_threshold(tmp_path: Path) 
     path.write_text("intents:\n- name: a\n  examples: [hello there]\n- name: b\n  examples: [bye now, see you]\n")
     config = RouterConfig(name="t", intents=str(path), encoder=EncoderConfig(backend="hashing"),
                           calibration={"fallback_threshold": 0.3})
-    cal = Builder(config, log=lambda _: None).build(tmp_path / "t").manifest.calibration
+    cal = Builder(config).build(tmp_path / "t").manifest.calibration
     assert not cal.fitted and cal.accept_threshold == 0.3 and "fewer than 2 examples" in cal.note
