@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from router.config import RouterConfig
 from router.errors import IndexError_, StaleIndexError
 from router.head import LinearHead
 from router.intents import IntentSet
+from router.llm.config import LLMGate
 from router.rules import IntentRules
 from router.vectors import VectorIndex, load_index
 
@@ -56,6 +58,7 @@ class IndexManifest(BaseModel):
     build_seconds: float
     calibration: Calibration
     mined_rules: list[MinedRuleRecord] = []
+    llm_gate: LLMGate | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -106,6 +109,13 @@ class IndexArtifact:
 
 def _vector_file(kind: str) -> str:
     return "vectors.npy" if kind == "numpy" else "vectors.faiss"
+
+
+def write_manifest(folder: Path, manifest: IndexManifest) -> None:
+    """Replace an index's manifest in one rename (used to record the tier-2 gate after a build)."""
+    tmp = folder / ".manifest.json.tmp"
+    tmp.write_text(manifest.model_dump_json(indent=2))
+    os.replace(tmp, folder / "manifest.json")
 
 
 def read_manifest(folder: Path) -> IndexManifest:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from router.artifact import FORMAT_VERSION, IndexArtifact, IndexManifest, MinedRuleRecord, library_versions
+from router.artifact import (
+    FORMAT_VERSION,
+    IndexArtifact,
+    IndexManifest,
+    MinedRuleRecord,
+    library_versions,
+    write_manifest,
+)
 from router.calibration import Calibration, fit_calibration, unfitted_calibration
 from router.config import RouterConfig
 from router.datasets import load_dataset
@@ -25,6 +32,8 @@ from router.intents import (
     read_labelled,
     training_pairs,
 )
+from router.llm.config import LLMConfig, LLMGate
+from router.llm.gate import decide_gate, tier2_metrics
 from router.paths import indexes_dir
 from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
@@ -203,4 +212,33 @@ class Builder:
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
         IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules).save(folder)
+        llm = self.config.llm
+        if llm is not None and llm.gate == "auto" and sources.validation is not None:
+            t = time.perf_counter()
+            manifest = manifest.model_copy(update={"llm_gate": measure_gate(folder, llm, sources.validation)})
+            write_manifest(folder, manifest)
+            seconds["llm_gate"] = time.perf_counter() - t
         return BuildReport(folder, manifest, seconds)
+
+
+def measure_gate(folder: Path, llm: LLMConfig, val: Labelled) -> LLMGate:
+    """Run tier 2 on (a sample of) the escalated validation queries; off if it does not beat tier 1."""
+    from router.router import Router
+
+    router = Router.load(folder, llm=llm.model_copy(update={"gate": "on"}))
+    try:
+        tier2 = router.tier2
+        assert tier2 is not None
+        fast = [router.classify_fast(t) for t in val.texts]
+        escalated = [i for i, d in enumerate(fast) if d.escalate]
+        if len(escalated) > llm.gate_sample:
+            rng = np.random.default_rng(0)
+            escalated = sorted(rng.choice(escalated, llm.gate_sample, replace=False).tolist())
+        tier2.warm()
+        settled = [tier2.resolve(val.texts[i], fast[i]) for i in escalated]
+        known = set(router.artifact.intents.names)
+        truth = [val.labels[i] if val.labels[i] in known else OOS for i in escalated]
+        primary = llm.backends[0]
+        return decide_gate(tier2_metrics(settled, truth), primary.label, primary.model or primary.backend)
+    finally:
+        router.close()

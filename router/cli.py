@@ -30,7 +30,36 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
             data["encoder"][key] = getattr(args, key)
     if args.mine_rules:
         data["rules"]["mine"] = True
-    return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
+    if getattr(args, "llm", None):
+        data["llm"] = _llm_from_args(args, data.get("llm"))
+    return RouterConfig.model_validate(data)
+
+
+def _llm_from_args(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
+    """``--llm BACKEND`` and its options: one backend, replacing the config's chain."""
+    backend: dict[str, Any] = {"backend": args.llm}
+    options = {"url": args.llm_url, "model": args.llm_model, "method": args.llm_method,
+               "constraint": args.llm_constraint, "structured": args.llm_structured,
+               "timeout_s": args.llm_timeout, "threads": args.llm_threads}
+    backend.update({k: v for k, v in options.items() if v is not None})
+    if args.llm == "llama_cpp" and "model" not in backend:
+        backend["model"] = "smollm2-135m-q4"
+    llm = dict(current or {})
+    llm["backends"] = [backend]
+    return llm
+
+
+def _add_llm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", help="tier 2 backend: llama_cpp (embedded), openai_compatible, vllm, memory")
+    p.add_argument("--llm-url", help="base URL of the LLM server, e.g. http://127.0.0.1:8001/v1")
+    p.add_argument("--llm-model", help="served model name, or for llama_cpp a models/ manifest or .gguf path")
+    p.add_argument("--llm-method", choices=["logprob", "choice"], help="llama_cpp: label scoring method")
+    p.add_argument("--llm-constraint", choices=["json_schema", "json_object", "grammar"],
+                   help="openai_compatible: how the answer is constrained")
+    p.add_argument("--llm-structured", choices=["structured_outputs", "guided_choice"],
+                   help="vllm: request field (guided_choice before vLLM 0.12)")
+    p.add_argument("--llm-timeout", type=float, help="per-call timeout in seconds (default 2)")
+    p.add_argument("--llm-threads", type=int, help="llama_cpp: CPU threads")  # re-runs the validators on the merged values
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -43,6 +72,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="encoder backend (onnx, st, hashing)")
     p.add_argument("--threads", type=int, help="encoder threads")
     p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0")
+    _add_llm_args(p)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -67,7 +97,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         "build_seconds": m.build_seconds,
         "stage_seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         "calibration": cal.model_dump(),
+        "llm_gate": m.llm_gate.model_dump() if m.llm_gate else None,
     }, indent=2))
+    if m.llm_gate is not None:
+        print(f"tier 2: {'on' if m.llm_gate.enabled else 'OFF'}: {m.llm_gate.reason}")
     return 0
 
 
@@ -94,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.dataset = args.dataset_name or args.dataset or "clinc150"
         test = load_dataset(args.dataset).test
     config = _config_from_args(args)
-    result = run_eval(config, test)
+    result = run_eval(config, test, progress=config.llm is not None)
     if args.json:
         print(json.dumps(result))
     else:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.errors import ConfigError
+from router.llm.config import LLMConfig
 
 
 class _Strict(BaseModel):
@@ -77,6 +78,8 @@ class RouterConfig(_Strict):
     calibration: CalibrationConfig = CalibrationConfig()
     rules: RulesConfig = RulesConfig()
     limits: LimitsConfig = LimitsConfig()
+    # Tier 2; None keeps escalated queries escalated (the caller decides).
+    llm: LLMConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> RouterConfig:

@@ -7,6 +7,20 @@ from typing import Any
 
 TIER_RULES = "rules"
 TIER_EMBEDDING = "embedding"
+TIER_LLM = "llm"
+
+
+@dataclass(slots=True)
+class LLMCall:
+    """What tier 2 spent on a query; ``fallback_from`` lists earlier backends that failed, and why."""
+
+    backend: str
+    model: str
+    latency_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    fallback_from: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -21,7 +35,9 @@ class Decision:
     """``intent`` is set when accepted, or carried as the best guess when ``escalate`` is true.
 
     ``out_of_scope`` means the query is confidently none of the intents. ``escalate`` means
-    tier 1 was not sure: a later tier (or the caller) should settle it.
+    tier 1 was not sure: a later tier (or the caller) should settle it. ``degraded`` means a
+    later tier was needed but unavailable (``degraded_reason`` says why); the answer is then
+    tier 1's best guess and ``escalate`` stays true.
     """
 
     intent: str | None
@@ -35,6 +51,8 @@ class Decision:
     latency_us: dict[str, float] = field(default_factory=dict)
     skill: str | None = None
     degraded: bool = False
+    degraded_reason: str | None = None
+    llm: LLMCall | None = None
 
     @property
     def accepted(self) -> bool:

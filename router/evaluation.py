@@ -7,11 +7,16 @@ Definitions (out-of-scope queries are labelled ``oos``):
 - oos_recall: out-of-scope test queries not accepted as an intent (null without any);
 - tier_share: share of all test queries per outcome (rules, embedding, escalated, out_of_scope);
 - latency_*_us: whole ``classify`` calls, one query at a time.
+
+With tier 2 configured (``router eval --llm BACKEND``) the report adds the metrics of
+``router.llm.gate.tier2_metrics`` (escalation rate, accuracy on the escalated slice with and
+without the LLM, end-to-end accuracy with and without it, LLM latency and tokens).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +28,7 @@ from router.builder import Builder
 from router.config import RouterConfig
 from router.decision import TIER_RULES, Decision
 from router.intents import OOS, Labelled
+from router.llm.gate import tier2_metrics
 from router.paths import indexes_dir
 from router.router import Router
 
@@ -55,30 +61,45 @@ def score_decisions(decisions: list[Decision], labels: list[str], known: set[str
     }
 
 
-def evaluate(router: Router, test: Labelled) -> dict[str, Any]:
+def evaluate(router: Router, test: Labelled, progress: bool = False) -> dict[str, Any]:
     decisions = []
     latencies = []
-    for text in test.texts:
+    for n, text in enumerate(test.texts, 1):
         start = time.perf_counter_ns()
         decisions.append(router.classify(text))
         latencies.append(time.perf_counter_ns() - start)
+        if progress and n % 250 == 0:
+            print(f"eval: {n}/{len(test.texts)}", file=sys.stderr, flush=True)
     known = set(router.artifact.intents.names)
     report = score_decisions(decisions, test.labels, known)
+    if router.escalator is not None:
+        report.update(tier2_metrics(decisions, [lab if lab in known else OOS for lab in test.labels]))
+        report["llm_backend"] = [c.name for c in router.escalator.clients]
     lat = np.array(latencies) / 1000.0
     report["latency_p50_us"] = round(float(np.percentile(lat, 50)), 1)
     report["latency_p99_us"] = round(float(np.percentile(lat, 99)), 1)
     return report
 
 
-def run_eval(config: RouterConfig, test: Labelled) -> dict[str, Any]:
-    """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off."""
+def run_eval(config: RouterConfig, test: Labelled, progress: bool = False) -> dict[str, Any]:
+    """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off.
+
+    Tier 2 (when ``config.llm`` is set) is measured whatever the build-time gate would say.
+    """
+    if config.llm is not None:
+        config = config.model_copy(update={"llm": config.llm.model_copy(update={"gate": "on"})})
     root = indexes_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
     try:
         report = Builder(config).build(folder)
         router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}))
-        result = evaluate(router, test)
+        if router.tier2 is not None:
+            router.tier2.warm()
+        try:
+            result = evaluate(router, test, progress)
+        finally:
+            router.close()
         m = report.manifest
         result.update(
             {

