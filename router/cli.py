@@ -32,7 +32,7 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
         data["rules"]["mine"] = True
     if getattr(args, "llm", None):
         data["llm"] = _llm_from_args(args, data.get("llm"))
-    return RouterConfig.model_validate(data)
+    return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
 
 
 def _llm_from_args(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def _add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-structured", choices=["structured_outputs", "guided_choice"],
                    help="vllm: request field (guided_choice before vLLM 0.12)")
     p.add_argument("--llm-timeout", type=float, help="per-call timeout in seconds (default 2)")
-    p.add_argument("--llm-threads", type=int, help="llama_cpp: CPU threads")  # re-runs the validators on the merged values
+    p.add_argument("--llm-threads", type=int, help="llama_cpp: CPU threads")
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:

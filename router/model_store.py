@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from router.errors import ConfigError, ModelError
 from router.paths import models_dir
 
-
 _M = TypeVar("_M", bound=BaseModel)
 
 

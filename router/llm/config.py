@@ -30,6 +30,8 @@ class LLMBackendConfig(BaseModel):
     constraint: Literal["json_schema", "json_object", "grammar"] = "json_schema"
     # In-process llama.cpp: score each label by log-likelihood, or decode under a grammar.
     method: Literal["logprob", "choice"] = "logprob"
+    # logprob only: subtract each label's score under a content-free message (twice the work).
+    calibrate: bool = True
     timeout_s: float = Field(2.0, gt=0, le=600)
     max_concurrency: int = Field(8, ge=1, le=1024)
     max_tokens: int = Field(24, ge=1, le=512)

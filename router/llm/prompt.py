@@ -37,6 +37,21 @@ class Prompt:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
 
 
+CONTENT_FREE = "N/A"
+
+
+def content_free(prompt: Prompt) -> Prompt:
+    """The same prompt with the message replaced by a content-free one ("N/A").
+
+    Label scoring subtracts each label's log-likelihood under this prompt from its score under
+    the real one, which removes the model's prior for a label (a small model's pull towards
+    ``none`` or a favourite word) and keeps what the message itself says.
+    """
+    head = f"Message: {prompt.query}"
+    assert prompt.user.startswith(head)
+    return Prompt(prompt.system, f"Message: {CONTENT_FREE}" + prompt.user[len(head):], prompt.labels, CONTENT_FREE)
+
+
 class PromptBuilder:
     def __init__(self, intents: IntentSet, *, examples_per_candidate: int = 1, catalogue: bool = True,
                  shuffle: bool = True) -> None:

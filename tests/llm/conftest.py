@@ -10,7 +10,7 @@ import pytest
 
 from router import Router
 from router.llm import LLMConfig
-from tests.fakes.vllm_server import FakeVLLM
+from router.testing import FakeVLLM
 
 # Queries the mini index escalates (tier 1 unsure, not out of scope); checked in test_pipeline.
 ESCALATED = ["what about my money", "how much", "my stuff", "can you check something for me", "clock",

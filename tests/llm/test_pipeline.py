@@ -11,7 +11,7 @@ import pytest
 
 from router import Router
 from router.decision import TIER_EMBEDDING, TIER_LLM
-from tests.fakes.vllm_server import FakeVLLM
+from router.testing import FakeVLLM
 from tests.llm.conftest import ESCALATED
 
 RouterFactory = Callable[..., Router]

@@ -50,3 +50,13 @@ def test_an_intent_named_none_is_refused() -> None:
     intents = IntentSet.model_validate({"intents": [{"name": "none", "examples": ["x"]}]})
     with pytest.raises(ConfigError, match="'none' is reserved"):
         PromptBuilder(intents)
+
+
+def test_content_free_prompt_changes_only_the_message() -> None:
+    from router.llm.prompt import content_free
+
+    p = PromptBuilder(_intents()).build("how much do i have", ["balance", "transfer"])
+    null = content_free(p)
+    assert null.system == p.system and null.labels == p.labels
+    assert null.user.startswith("Message: N/A\n") and "how much do i have" not in null.user
+    assert null.user.split("\n", 1)[1] == p.user.split("\n", 1)[1]
