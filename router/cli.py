@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from router.config import RouterConfig, load_config
-from router.errors import RouterError
+from pydantic import ValidationError
+
+from router.config import RouterConfig, format_validation, load_config
+from router.errors import ConfigError, RouterError
 
 
 def _config_from_args(args: argparse.Namespace) -> RouterConfig:
@@ -32,7 +34,10 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
         data["rules"]["mine"] = True
     if getattr(args, "llm", None):
         data["llm"] = _llm_from_args(args, data.get("llm"))
-    return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
+    try:
+        return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc, "command line")) from exc
 
 
 def _llm_from_args(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -105,11 +110,25 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from router.llm import LLMConfig
     from router.router import Router
 
-    router = Router.load(args.index)
-    for text in args.text:
-        print(json.dumps(router.classify(text).to_dict()))
+    llm: LLMConfig | Literal["built"] = "built"
+    if args.llm:
+        try:
+            llm = LLMConfig.model_validate({**_llm_from_args(args, None), "gate": "on"})
+        except ValidationError as exc:
+            raise ConfigError(format_validation(exc, "--llm options")) from exc
+    router = Router.load(args.index, llm=llm)
+    try:
+        if router.escalator is not None:
+            print(f"tier 2: {router.escalator.status}", file=sys.stderr)
+        if router.tier2 is not None:
+            router.tier2.warm()  # the first call would otherwise carry the model load and the prompt cache fill
+        for text in args.text:
+            print(json.dumps(router.classify(text).to_dict()))
+    finally:
+        router.close()
     return 0
 
 
@@ -155,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="classify texts, print each Decision as JSON")
     p.add_argument("text", nargs="+")
     p.add_argument("--index", default="default", help="index name or folder")
+    _add_llm_args(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("eval", help="build on a train split and evaluate on its test split")

@@ -46,3 +46,33 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "unknown key 'bogus'" in capsys.readouterr().err
     assert main(["eval", "--train", str(FIXTURES / "mini_train.csv")]) == 2
     assert "needs --test" in capsys.readouterr().err
+
+
+def test_classify_and_eval_with_tier2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mini_index: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from router.testing import FakeVLLM
+
+    assert main(["classify", "--index", str(mini_index), "clock", "--llm", "memory"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["tier"] == "llm" and "tier 2: on" in captured.err
+
+    monkeypatch.setenv("ROUTER_INDEX_DIR", str(tmp_path))
+    server = FakeVLLM(model="qwen").start()
+    try:
+        code = main(["eval", "--train", str(FIXTURES / "mini_train.csv"), "--val", str(FIXTURES / "mini_val.jsonl"),
+                     "--test", str(FIXTURES / "mini_test.jsonl"), "--json", "--llm", "vllm",
+                     "--llm-url", server.url, "--llm-model", "qwen"])
+    finally:
+        server.stop()
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["llm_backend"] == ["vllm"]
+    assert result["escalation_rate"] > 0 and result["llm_calls"] == result["n_escalated"]
+    assert len(server.requests) == result["llm_calls"] + 1  # and one warm-up call
+    for key in ("llm_slice_accuracy", "tier1_slice_accuracy", "end_to_end_accuracy", "end_to_end_accuracy_tier1",
+                "llm_latency_p50_ms", "llm_latency_p90_ms", "llm_prompt_tokens_mean"):
+        assert result[key] is not None
+
+
+def test_bad_llm_options_exit_2(mini_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--index", str(mini_index), "clock", "--llm", "vllm"]) == 2
+    assert "backend 'vllm' needs url, model" in capsys.readouterr().err
