@@ -31,6 +31,15 @@ def _us(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1000.0, 1)
 
 
+def _escalated(texts: Sequence[str], decisions: list[Decision]) -> dict[int, tuple[str, Decision]]:
+    return {i: (texts[i], d) for i, d in enumerate(decisions) if d.escalate}
+
+
+def _splice(decisions: list[Decision], escalated: dict[int, tuple[str, Decision]], settled: list[Decision]) -> None:
+    for i, d in zip(escalated, settled, strict=True):
+        decisions[i] = d
+
+
 class Router:
     """Classify texts into intents. Build one with ``Router.load`` or ``Router.from_config``."""
 
@@ -109,9 +118,15 @@ class Router:
         return self.escalator if self.escalator is not None and self.escalator.enabled else None
 
     def close(self) -> None:
-        """Release tier 2's thread, connections and model; the Router is unusable afterwards."""
+        """Release tier 2's thread, connections and model; tier 2 is unusable afterwards."""
         if self.escalator is not None:
             self.escalator.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- classification -----------------------------------------------------------------------
     def classify(self, text: str) -> Decision:
@@ -136,11 +151,9 @@ class Router:
     def classify_batch(self, texts: Sequence[str]) -> list[Decision]:
         decisions = self.classify_batch_fast(texts)
         tier2 = self.tier2
-        escalated = [i for i, d in enumerate(decisions) if d.escalate]
+        escalated = _escalated(texts, decisions)
         if escalated and tier2 is not None:
-            settled = tier2.resolve_many([(texts[i], decisions[i]) for i in escalated])
-            for i, d in zip(escalated, settled, strict=True):
-                decisions[i] = d
+            _splice(decisions, escalated, tier2.resolve_many(list(escalated.values())))
         return decisions
 
     def classify_batch_fast(self, texts: Sequence[str]) -> list[Decision]:
@@ -171,11 +184,9 @@ class Router:
     async def aclassify_batch(self, texts: Sequence[str]) -> list[Decision]:
         decisions = await asyncio.to_thread(self.classify_batch_fast, texts)
         tier2 = self.tier2
-        escalated = [i for i, d in enumerate(decisions) if d.escalate]
+        escalated = _escalated(texts, decisions)
         if escalated and tier2 is not None:
-            settled = await asyncio.gather(*(tier2.aresolve(texts[i], decisions[i]) for i in escalated))
-            for i, d in zip(escalated, settled, strict=True):
-                decisions[i] = d
+            _splice(decisions, escalated, await tier2.aresolve_many(list(escalated.values())))
         return decisions
 
     # -- tiers ---------------------------------------------------------------------------------

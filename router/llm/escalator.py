@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from router.breaker import CircuitBreaker
 from router.decision import TIER_LLM, Decision, LLMCall
-from router.errors import ProviderError
+from router.errors import ConfigError, ProviderError
 from router.intents import IntentSet
 from router.llm import LLM_CLIENTS, LLMAnswer, LLMClient, LLMConfig
 from router.llm.loop import LoopThread
@@ -45,7 +45,9 @@ class Escalator:
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
         self.clients: list[LLMClient] = list(clients) if clients is not None else [
             LLM_CLIENTS[b.backend](b, self.http) for b in config.backends]
-        self.timeouts = {c.name: b.timeout_s for c, b in zip(self.clients, config.backends, strict=False)}
+        if len(self.clients) != len(config.backends):
+            raise ConfigError(f"llm: {len(self.clients)} clients given for {len(config.backends)} configured backends")
+        self.timeouts = {c.name: b.timeout_s for c, b in zip(self.clients, config.backends, strict=True)}
         # Concurrency is bounded here, outside the timeout: waiting for a slot is not the backend's fault.
         self.slots = {c.name: asyncio.Semaphore(getattr(c, "concurrency", 1)) for c in self.clients}
         self.breakers = {c.name: CircuitBreaker(config.breaker) for c in self.clients}
@@ -60,10 +62,13 @@ class Escalator:
         return await self._loop.arun(self.settle(text, decision))
 
     def resolve_many(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
-        async def all_of() -> list[Decision]:
-            return list(await asyncio.gather(*(self.settle(t, d) for t, d in items)))
+        return self._loop.run(self._settle_all(items))
 
-        return self._loop.run(all_of())
+    async def aresolve_many(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
+        return await self._loop.arun(self._settle_all(items))
+
+    async def _settle_all(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
+        return list(await asyncio.gather(*(self.settle(t, d) for t, d in items)))
 
     def warm(self) -> None:
         """Load each backend's model and fill its prompt cache with the static prefix.

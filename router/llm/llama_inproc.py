@@ -169,6 +169,7 @@ class LlamaCppClient:
         _import_llama()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
         self._scorer: _Scorer | None = None
+        self._running: asyncio.Future[LLMAnswer] | None = None
 
     def _run(self, prompt: Prompt) -> LLMAnswer:
         if self._scorer is None:
@@ -176,9 +177,15 @@ class LlamaCppClient:
         return self._scorer.choose(prompt)
 
     async def choose(self, prompt: Prompt) -> LLMAnswer:
-        loop = asyncio.get_running_loop()
+        # llama.cpp cannot be interrupted: a call abandoned at its timeout runs on. Queueing behind
+        # it would make every later call time out too, so refuse at once until it has finished.
+        if self._running is not None and not self._running.done():
+            raise ProviderUnavailable(self.name, "still busy with a call abandoned at its timeout", reason="busy")
+        self._running = asyncio.get_running_loop().run_in_executor(self._pool, self._run, prompt)
+        # Retrieve the outcome even when nobody awaits it any more (abandoned at a timeout).
+        self._running.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await loop.run_in_executor(self._pool, self._run, prompt)
+            return await asyncio.shield(self._running)
         except (ModelError, BadResponse):
             raise
         except Exception as exc:  # a llama.cpp failure (context overflow, decode error) fails this call only

@@ -172,3 +172,22 @@ def test_in_process_llama_cpp_answers_with_a_label(mini_index: Path, method: str
             assert second.llm.cached_tokens > 0  # the static prefix was reused
     finally:
         router.close()
+
+
+def test_in_process_call_abandoned_at_its_timeout_does_not_queue_later_calls(mini_index: Path) -> None:
+    config = LLMConfig(gate="on", breaker={"failures": 1000},
+                       backends=[{"backend": "llama_cpp", "model": "smollm2-135m-q4", "timeout_s": 0.05}])
+    with Router.load(mini_index, llm=config) as router:
+        first = router.classify("what about my money")  # model load + prompt: far beyond 50 ms
+        second = router.classify("how much")
+        assert first.degraded_reason == "llama_cpp: timeout"
+        assert second.degraded_reason == "llama_cpp: busy"  # refused at once, not queued
+        assert router.escalator is not None
+        router.escalator.timeouts["llama_cpp"] = 60.0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the abandoned call finishes on its own
+            later = router.classify("clock")
+            if later.degraded_reason != "llama_cpp: busy":
+                break
+            time.sleep(0.2)
+        assert later.tier == TIER_LLM, later.degraded_reason

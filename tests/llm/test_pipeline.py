@@ -225,3 +225,32 @@ def test_readiness_ping(make_router: RouterFactory, vllm: FakeVLLM, vllm_backend
     router = make_router(vllm_backend, {"backend": "vllm", "name": "gone", "url": "http://127.0.0.1:9/v1",
                                         "model": "x"})
     assert router.escalator is not None and router.escalator.ping() == {"vllm": True, "gone": False}
+
+
+class _Broken:
+    """A custom client whose bug raises a non-router exception: still only a degraded Decision."""
+
+    name = "custom"
+    model = "custom-model"
+    concurrency = 1
+
+    async def choose(self, prompt: Any) -> Any:
+        raise ZeroDivisionError("bug in a custom backend")
+
+    async def ping(self) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_custom_clients_replace_the_configured_ones(mini_index: Any) -> None:
+    from router import ConfigError
+    from router.llm import LLMConfig
+
+    config = LLMConfig(backends=[{"backend": "memory"}], gate="on")
+    with Router.load(mini_index, llm=config, llm_clients=[_Broken()]) as router:
+        d = router.classify("clock")
+        assert d.degraded and d.degraded_reason == "custom: error:ZeroDivisionError"
+    with pytest.raises(ConfigError, match="2 clients given for 1 configured backends"):
+        Router.load(mini_index, llm=config, llm_clients=[_Broken(), _Broken()])
