@@ -55,7 +55,9 @@ class Router:
         self.escalator = escalator
         self.encoder = encoder
         self.limits = limits or artifact.config.limits
-        self.top_k = min(top_k or artifact.config.top_k, len(artifact.head_intents))
+        # Tier 2 offers its own top_k candidates, so the Decision carries at least that many.
+        wanted = max(top_k or artifact.config.top_k, escalator.config.top_k if escalator is not None else 0)
+        self.top_k = min(wanted, len(artifact.head_intents))
         self.rules = RuleSet(artifact.rules, None if artifact.config.rules.guards else {})
         cal = artifact.manifest.calibration
         self.accept_threshold = cal.accept_threshold

@@ -254,3 +254,10 @@ def test_custom_clients_replace_the_configured_ones(mini_index: Any) -> None:
         assert d.degraded and d.degraded_reason == "custom: error:ZeroDivisionError"
     with pytest.raises(ConfigError, match="2 clients given for 1 configured backends"):
         Router.load(mini_index, llm=config, llm_clients=[_Broken(), _Broken()])
+
+
+def test_decision_carries_as_many_candidates_as_tier2_offers(make_router: RouterFactory, vllm: FakeVLLM,
+                                                             vllm_backend: dict[str, Any]) -> None:
+    router = make_router(vllm_backend, top_k=7)
+    d = router.classify("clock")
+    assert len(d.candidates) == 7 and len(vllm.requests[0]["body"]["structured_outputs"]["choice"]) == 8
