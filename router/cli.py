@@ -155,6 +155,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.service import ServeConfig, serve
+
+    keys = ("host", "port", "index", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
+            "max_in_flight", "request_timeout_s", "api_key_env")
+    options = {k: getattr(args, k) for k in keys}
+    try:
+        config = ServeConfig.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc, "router serve")) from exc
+    serve(config)
+    return 0
+
+
 def cmd_models_export(args: argparse.Namespace) -> int:
     from router.encoders.onnx import onnx_model_path
     from router.model_store import load_manifest
@@ -185,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="labelled validation file (JSONL/CSV)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve POST /v1/classify over HTTP (default 127.0.0.1:8000, index 'default')")
+    p.add_argument("--host", help="default 127.0.0.1")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--index", help="index name or folder (default: default)")
+    p.add_argument("--encoder-threads", type=int, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--encoder-cache-size", type=int, help="query-embedding cache entries (0: off)")
+    p.add_argument("--batch-window-ms", type=float, help="micro-batch window (default 2)")
+    p.add_argument("--batch-max", type=int, help="texts per micro-batch (default 32)")
+    p.add_argument("--max-in-flight", type=int, help="requests in flight before 503 (default 256)")
+    p.add_argument("--request-timeout-s", type=float, help="per-request timeout (default 10)")
+    p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>'")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="model files")
     msub = p.add_subparsers(dest="models_command", required=True)

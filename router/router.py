@@ -31,6 +31,16 @@ def _us(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1000.0, 1)
 
 
+def index_folder(index: str | Path, index_dir: str | Path | None = None) -> Path:
+    """An index by folder path, or by name under ``indexes/``."""
+    return Path(index) if Path(index).is_dir() or "/" in str(index) else indexes_dir(index_dir) / str(index)
+
+
+def built_config(folder: Path) -> RouterConfig:
+    """The config an index was built with (its ``config.json``)."""
+    return RouterConfig.model_validate_json((folder / "config.json").read_text())
+
+
 def _escalated(texts: Sequence[str], decisions: list[Decision]) -> dict[int, tuple[str, Decision]]:
     return {i: (texts[i], d) for i, d in enumerate(decisions) if d.escalate}
 
@@ -87,9 +97,9 @@ class Router:
         an ``llm`` section), another ``LLMConfig``, or ``"off"``. ``llm_clients`` replaces the
         clients the config would build (tests, custom backends).
         """
-        folder = Path(index) if Path(index).is_dir() or "/" in str(index) else indexes_dir(index_dir) / str(index)
+        folder = index_folder(index, index_dir)
         manifest = read_manifest(folder)
-        built = RouterConfig.model_validate_json((folder / "config.json").read_text())
+        built = built_config(folder)
         enc_config = encoder or built.encoder
         check_fresh(manifest, encoder_identity(enc_config), intents, folder)
         artifact = load_artifact(folder, {"ef_search": built.vector_index.ef_search})
@@ -185,6 +195,10 @@ class Router:
 
     async def aclassify_batch(self, texts: Sequence[str]) -> list[Decision]:
         decisions = await asyncio.to_thread(self.classify_batch_fast, texts)
+        return await self.aescalate(texts, decisions)
+
+    async def aescalate(self, texts: Sequence[str], decisions: list[Decision]) -> list[Decision]:
+        """Settle the escalated ones of tier-1 ``decisions`` (in place) through tier 2, if it is on."""
         tier2 = self.tier2
         escalated = _escalated(texts, decisions)
         if escalated and tier2 is not None:

@@ -1,0 +1,63 @@
+"""`router serve`: uvicorn with a draining shutdown.
+
+On SIGTERM or SIGINT, readiness goes false at once (``/readyz`` answers 503) while requests
+are still served. After ``drain_delay_s`` uvicorn stops accepting connections, and waits up to
+``shutdown_grace_s`` for the requests in flight. A second signal skips the delay.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import FrameType
+
+import uvicorn
+
+from router.config import EncoderConfig
+from router.router import Router, built_config, index_folder
+from router.service.app import create_app
+from router.service.config import ServeConfig
+from router.service.service import ClassifierService
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, service: ClassifierService, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain_delay_s = drain_delay_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.service.draining or self.drain_delay_s == 0:
+            super().handle_exit(sig, frame)
+            return
+        self.service.draining = True
+        threading.Timer(self.drain_delay_s, super().handle_exit, (sig, frame)).start()
+
+
+def build_server(config: ServeConfig, router: Router | None = None) -> DrainingServer:
+    if router is None:
+        router = Router.load(config.index, encoder=_serving_encoder(config))
+    service = ClassifierService(router, config)
+    app = create_app(service)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http="httptools",
+                        lifespan="on", access_log=False, log_level="warning",
+                        timeout_graceful_shutdown=config.shutdown_grace_s, backlog=2048)
+    return DrainingServer(uv, service, config.drain_delay_s)
+
+
+def _serving_encoder(config: ServeConfig) -> EncoderConfig | None:
+    """The index's own encoder settings with the serving thread count (None: let load report)."""
+    folder = index_folder(config.index)
+    if not (folder / "config.json").is_file():
+        return None
+    update: dict[str, int] = {"threads": config.encoder_threads or min(os.cpu_count() or 1, 4)}
+    if config.encoder_cache_size is not None:
+        update["cache_size"] = config.encoder_cache_size
+    return built_config(folder).encoder.model_copy(update=update)
+
+
+def serve(config: ServeConfig) -> None:
+    server = build_server(config)
+    print(f"router: serving index {config.index!r} on http://{config.host}:{config.port} "
+          f"(POST /v1/classify, GET /healthz /readyz /metrics /openapi.json)", flush=True)
+    server.run()

@@ -1,0 +1,74 @@
+"""Real uvicorn servers on free ports over the mini index, driven by a real httpx client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router import Router
+from router.llm import LLMConfig
+from router.service import ServeConfig, build_server
+from router.service.server import DrainingServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    def __init__(self, server: DrainingServer, port: int) -> None:
+        self.server = server
+        self.url = f"http://127.0.0.1:{port}"
+        self.thread = threading.Thread(target=server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    @property
+    def service(self) -> Any:
+        return self.server.service
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def start_server(mini_index: Path) -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def start(llm: dict[str, Any] | None = None, **options: Any) -> Running:
+        port = free_port()
+        config = ServeConfig(port=port, index=str(mini_index), encoder_threads=1, **options)
+        llm_config = LLMConfig.model_validate({"gate": "on", **llm}) if llm else "off"
+        router = Router.load(mini_index, llm=llm_config)
+        r = Running(build_server(config, router), port)
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        r.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Running]) -> Running:
+    return start_server()
+
+
+@pytest.fixture
+def client(server: Running) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
