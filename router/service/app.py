@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,23 +11,33 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from router.errors import ConfigError, InputError
 from router.service.guard import Guard
-from router.service.models import ClassifyRequest, ClassifyResponse, ErrorResponse, decision_payload
+from router.service.models import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    HealthResponse,
+    ReadyResponse,
+    decision_payload,
+    request_model,
+)
 from router.service.service import ClassifierService
+
+log = logging.getLogger("router.service")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in {
-        401: "missing or wrong bearer token", 413: "body over max_body_bytes",
+        400: "body is not decodable (e.g. not UTF-8)", 401: "missing or wrong bearer token", 413: "body over max_body_bytes",
         422: "invalid request (the detail names the field)", 503: "max_in_flight reached (Retry-After)",
         504: "request_timeout_s exceeded"}.items()
 }
 
 
-class FastJSON(Response):
-    media_type = "application/json"
+class FastJSON(JSONResponse):
+    """JSON through orjson (several times faster than json.dumps for Decision payloads)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -40,6 +51,7 @@ def create_app(service: ClassifierService) -> FastAPI:
         await service.start()
         yield
         await service.stop()
+        log.warning("router: drained and stopped")
 
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
     app.state.service = service
@@ -54,7 +66,6 @@ def create_app(service: ClassifierService) -> FastAPI:
                   for e in exc.errors()]
         return FastJSON({"detail": errors}, status_code=422)
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
     async def classify(body: ClassifyRequest) -> Response:
         if body.text is not None:
             decisions = [await service.classify_one(body.text)]
@@ -65,16 +76,22 @@ def create_app(service: ClassifierService) -> FastAPI:
         return FastJSON({"decisions": [decision_payload(d, body.top_k) for d in decisions],
                          "session_id": body.session_id})
 
-    @app.get("/healthz")
+    # The body model carries this index's limits, so the OpenAPI schema states them.
+    limits = service.router.limits
+    classify.__annotations__["body"] = request_model(limits.max_text_chars, limits.max_batch)
+    app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)(classify)
+
+    @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> Response:
         return FastJSON({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "not ready: warming up, draining, or no LLM reachable"}})
+    @app.get("/readyz", response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "warming up, draining, or no LLM reachable"}})
     async def readyz() -> Response:
         ready, detail = await service.readiness()
         return FastJSON({"ready": ready, **detail}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 

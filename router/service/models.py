@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from router.decision import Decision
 
+NON_BLANK = r"\S"  # at least one non-space character
+
 
 class ClassifyRequest(BaseModel):
-    """Exactly one of ``text`` or ``texts``."""
+    """Exactly one of ``text`` or ``texts``. Served as ``request_model(...)``, which adds the limits."""
 
-    model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(None, description="one query")
-    texts: list[str] | None = Field(None, description="a batch of queries")
-    session_id: str | None = Field(None, max_length=256, description="echoed back; for tracing")
-    top_k: int | None = Field(None, ge=1, le=100, description="candidates per Decision (at most the index's)")
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]})
+    text: str | None = None
+    texts: list[str] | None = None
+    session_id: str | None = None
+    top_k: int | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ClassifyRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of 'text' or 'texts'")
         return self
+
+
+def request_model(max_text_chars: int, max_batch: int) -> type[ClassifyRequest]:
+    """ClassifyRequest with the index's limits in its schema, so the OpenAPI document states them.
+
+    Fields are plain types with a default of None (not ``X | None``): an explicit null is refused,
+    and an error names the field alone rather than each branch of a union.
+    """
+    text: Any = Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=NON_BLANK)]
+    return create_model(
+        "ClassifyRequest", __base__=ClassifyRequest,
+        text=(text, Field(None, description=f"one query, at most {max_text_chars} characters")),
+        texts=(list[text], Field(None, min_length=1, max_length=max_batch,
+                                 description=f"a batch of at most {max_batch} queries")),
+        session_id=(str, Field(None, max_length=256, description="echoed back; for tracing")),
+        top_k=(int, Field(None, ge=1, le=100, description="candidates per Decision (at most the index's)")),
+    )
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    index: str
+    encoder_warm: bool
+    draining: bool
+    llm: dict[str, Any]
 
 
 class CandidateOut(BaseModel):

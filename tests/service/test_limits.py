@@ -14,22 +14,31 @@ from router.testing import FakeVLLM
 from tests.service.conftest import Running
 
 
-@pytest.mark.parametrize(("body", "status", "needle"), [
-    ({"text": ""}, 422, "text is empty"),
-    ({"text": "x" * 2001}, 422, "limits.max_text_chars) is 2000"),
-    ({"texts": ["hi"] * 257}, 422, "texts has 257 items; the limit (limits.max_batch) is 256"),
-    ({"texts": ["hi", " "]}, 422, "texts[1] is empty"),
-    ({"texts": []}, 422, "texts is an empty list"),
-    ({"text": "hi", "texts": ["hi"]}, 422, "give exactly one of 'text' or 'texts'"),
-    ({}, 422, "give exactly one of 'text' or 'texts'"),
-    ({"text": 42}, 422, "'loc': ['body', 'text']"),
-    ({"text": "hi", "colour": "red"}, 422, "'loc': ['body', 'colour']"),
-    ({"text": "hi", "top_k": 0}, 422, "'loc': ['body', 'top_k']"),
+@pytest.mark.parametrize(("body", "loc", "needle"), [
+    ({"text": ""}, ["body", "text"], "at least 1 character"),
+    ({"text": "   "}, ["body", "text"], "should match pattern"),
+    ({"text": "x" * 2001}, ["body", "text"], "at most 2000 characters"),
+    ({"texts": ["hi"] * 257}, ["body", "texts"], "at most 256 items"),
+    ({"texts": ["hi", " "]}, ["body", "texts", 1], "should match pattern"),
+    ({"texts": []}, ["body", "texts"], "at least 1 item"),
+    ({"text": "hi", "texts": ["hi"]}, ["body"], "give exactly one of 'text' or 'texts'"),
+    ({}, ["body"], "give exactly one of 'text' or 'texts'"),
+    ({"text": None}, ["body", "text"], "valid string"),
+    ({"text": 42}, ["body", "text"], "valid string"),
+    ({"text": "hi", "colour": "red"}, ["body", "colour"], "Extra inputs are not permitted"),
+    ({"text": "hi", "top_k": 0}, ["body", "top_k"], "greater than or equal to 1"),
 ])
-def test_bad_bodies_get_422_naming_the_field(client: httpx.Client, body: dict[str, Any], status: int,
+def test_bad_bodies_get_422_naming_the_field(client: httpx.Client, body: dict[str, Any], loc: list[Any],
                                              needle: str) -> None:
     r = client.post("/v1/classify", json=body)
-    assert r.status_code == status and needle in str(r.json()["detail"])
+    assert r.status_code == 422
+    errors = r.json()["detail"]
+    assert [e["loc"] for e in errors] == [loc] and needle in errors[0]["msg"]
+
+
+def test_limits_appear_in_the_openapi_schema(client: httpx.Client) -> None:
+    props = client.get("/openapi.json").json()["components"]["schemas"]["ClassifyRequest"]["properties"]
+    assert props["text"]["maxLength"] == 2000 and props["texts"]["maxItems"] == 256
 
 
 def test_malformed_json_gets_422(client: httpx.Client) -> None:
