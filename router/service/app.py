@@ -30,9 +30,13 @@ log = logging.getLogger("router.service")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in {
-        400: "body is not decodable (e.g. not UTF-8)", 401: "missing or wrong bearer token", 413: "body over max_body_bytes",
-        422: "invalid request (the detail names the field)", 503: "max_in_flight reached (Retry-After)",
-        504: "request_timeout_s exceeded"}.items()
+        400: "body is not decodable (e.g. not UTF-8)",
+        401: "missing or wrong bearer token",
+        413: "body over max_body_bytes",
+        422: "invalid request (the detail names the field)",
+        503: "max_in_flight reached (Retry-After)",
+        504: "request_timeout_s exceeded",
+    }.items()
 }
 
 
