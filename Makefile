@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-llm index run test test-slow test-llm bench lint clean
+.PHONY: install install-llm index run demo test test-slow test-llm bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,11 @@ indexes/default/manifest.json: $(STAMP)
 
 index: indexes/default/manifest.json
 
+# The main job: the HTTP service on 127.0.0.1:8000 with the default index (Ctrl-C drains and stops).
 run: index
+	$(BIN)/router serve
+
+demo: index
 	$(BIN)/router classify "what is my bank balance" "how do i say thank you in italian" \
 		"send 20 dollars to sam" "who won the world cup in 1998"
 
