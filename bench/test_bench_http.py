@@ -12,8 +12,6 @@ import itertools
 import re
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,36 +22,15 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from router import EncoderConfig, Router
 from router.datasets import load_dataset
 from router.paths import indexes_dir
+from router.testing import ServeProcess
 
 HERE = Path(__file__).parent
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(router: Router) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port),
-                             "--encoder-cache-size", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "server did not become ready"
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(30)
+    with ServeProcess("--encoder-cache-size", "0") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ one test in the middle of a run.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from router.decision import TIER_EMBEDDING, TIER_LLM
 from router.llm import LLMBackendConfig, LLMConfig, Prompt
 from router.llm.http_chat import OpenAICompatibleClient
 from router.llm.llama_inproc import gguf_path
+from router.testing import free_port
 from tests.llm.conftest import ESCALATED
 
 pytestmark = pytest.mark.llm
@@ -36,15 +36,9 @@ ADVERSARIAL = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LlamaServer:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         # A file, not a pipe: llama.cpp logs a lot, and an unread pipe would block the server.
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115

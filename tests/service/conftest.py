@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +15,7 @@ from router import Router
 from router.llm import LLMConfig
 from router.service import ServeConfig, build_server
 from router.service.server import DrainingServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from router.testing import free_port
 
 
 class Running:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import orjson
 import pytest
 
 from router.datasets import load_dataset
-from tests.service.conftest import free_port
+from router.testing import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -105,36 +103,23 @@ async def _drive(port: int, texts: list[str]) -> dict[str, Any]:
     return outcome
 
 
-def test_ten_thousand_mixed_requests(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not become ready"
-            time.sleep(0.2)
+def test_ten_thousand_mixed_requests() -> None:
+    with ServeProcess() as server:
+        assert server.proc is not None
+        pid = server.proc.pid
         texts = load_dataset("clinc150").test.texts
-        asyncio.run(_drive(port, texts))  # warm-up: fills the query cache and allocator pools
-        before = _rss_kib(proc.pid)
+        asyncio.run(_drive(server.port, texts))  # warm-up: fills the query cache and allocator pools
+        before = _rss_kib(pid)
         started = time.monotonic()
-        outcome = asyncio.run(_drive(port, texts))
+        outcome = asyncio.run(_drive(server.port, texts))
         seconds = time.monotonic() - started
-        after = _rss_kib(proc.pid)
+        after = _rss_kib(pid)
         print(f"\nsoak: {N} requests in {seconds:.1f} s; statuses {outcome['statuses']}; "
               f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB")
         assert outcome["sent"] == N
         assert outcome["mismatched"] == 0 and set(outcome["answers"].values()) == {1}  # each answered once, its own
         assert set(outcome["statuses"]) <= {"200", "413", "422", "abandoned"}, outcome["statuses"]
         assert after - before < 30 * 1024, f"RSS grew {before} -> {after} KiB"
-        assert httpx.get(f"{base}/healthz").status_code == 200 and httpx.get(f"{base}/readyz").status_code == 200
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert server.proc.poll() is None
