@@ -21,6 +21,27 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/do
 KNOWN_PATHS = OPEN_PATHS | {"/v1/classify"}
 
 
+# A refused request's body is read and dropped up to this size, so the connection stays usable
+# (closing with unread data makes the kernel reset it, and the client never sees the answer).
+# Beyond it the answer carries "connection: close".
+DRAIN_CAP = 16 << 20
+CLOSE = (b"connection", b"close")
+
+
+async def drain(receive: Receive, already: int = 0) -> bool:
+    """Read and drop the rest of the request body; False if it is over DRAIN_CAP or the client left."""
+    seen = already
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+        if seen > DRAIN_CAP:
+            return False
+
+
 async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps({"detail": detail})
     await send({"type": "http.response.start", "status": status,
@@ -55,22 +76,29 @@ class Guard:
             # compare_digest: the time taken does not reveal how much of the token matched.
             if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
                 self.metrics.rejected.labels("auth").inc()
-                await send_json(send, 401, f"missing or wrong bearer token (Authorization: Bearer <the value of "
-                                           f"${cfg.api_key_env}>)", [(b"www-authenticate", b"Bearer")])
+                detail = f"missing or wrong bearer token (Authorization: Bearer <the value of ${cfg.api_key_env}>)"
+                await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
                 return 401
         if self.service.in_flight >= cfg.max_in_flight:
             self.metrics.rejected.labels("max_in_flight").inc()
             retry = str(cfg.retry_after_s).encode()
-            await send_json(send, 503, f"max_in_flight={cfg.max_in_flight} requests are already in flight; retry "
-                                       f"after {cfg.retry_after_s} s", [(b"retry-after", retry)])
+            detail = f"max_in_flight={cfg.max_in_flight} requests are already in flight; retry after {retry.decode()} s"
+            await self._refuse(receive, send, 503, detail, [(b"retry-after", retry)])
             return 503
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
             self.metrics.rejected.labels("max_body_bytes").inc()
-            await send_json(send, 413, f"request body of {length.decode(errors='replace')} bytes is over "
-                                       f"max_body_bytes={cfg.max_body_bytes}")
+            declared = length.decode(errors="replace")
+            detail = f"request body of {declared} bytes is over max_body_bytes={cfg.max_body_bytes}"
+            await self._refuse(receive, send, 413, detail, read_body=length.isdigit() and int(length) <= DRAIN_CAP)
             return 413
         return await self._call(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(receive: Receive, send: Send, status: int, detail: str,
+                      headers: list[tuple[bytes, bytes]] | None = None, read_body: bool = True) -> None:
+        drained = read_body and await drain(receive)
+        await send_json(send, status, detail, [*(headers or []), *([] if drained else [CLOSE])])
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
         cfg = self.config
@@ -82,12 +110,15 @@ class Guard:
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > cfg.max_body_bytes:  # a chunked body with no content-length
                     self.metrics.rejected.labels("max_body_bytes").inc()
+                    state["drained"] = not message.get("more_body", False) or await drain(receive, state["received"])
                     raise HTTPException(413, f"request body is over max_body_bytes={cfg.max_body_bytes}")
             return message
 
         async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["started"], state["status"] = True, message["status"]
+                if message["status"] == 413 and not state.get("drained", True):
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
             await send(message)
 
         self.service.in_flight += 1

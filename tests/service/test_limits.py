@@ -144,3 +144,27 @@ def test_tier2_over_http_and_readiness_follow_the_llm(start_server: Callable[...
         d = c.post("/v1/classify", json={"text": "clock"}).json()["decisions"][0]
         assert d["degraded"] and d["degraded_reason"] == "vllm: unavailable"
         assert "router_degraded_total 1.0" in c.get("/metrics").text
+
+
+def test_refusals_leave_kept_alive_connections_usable(start_server: Callable[..., Running]) -> None:
+    # The refused body is read and dropped, so the next request on the same connection is answered.
+    server = start_server(max_body_bytes=1000)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for _ in range(20):
+            big = c.post("/v1/classify", json={"text": "a" * 500_000})
+            assert big.status_code == 413 and "connection" not in big.headers
+            assert c.post("/v1/classify", json={"text": "hi"}).status_code == 200
+
+
+def test_a_body_beyond_the_drain_cap_closes_the_connection(start_server: Callable[..., Running]) -> None:
+    import socket
+
+    from router.service.guard import DRAIN_CAP
+
+    server = start_server(max_body_bytes=1000)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/classify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     f"content-length: {DRAIN_CAP + 1}\r\n\r\n{{}}".encode())
+        head = sock.recv(4096).decode().lower()
+    assert head.startswith("http/1.1 413") and "connection: close" in head
