@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from types import TracebackType
+from typing import IO
 
 import httpx
 
@@ -31,9 +33,12 @@ class ServeProcess:
         self.capture = capture
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self) -> ServeProcess:
-        out = subprocess.PIPE if self.capture else subprocess.DEVNULL
+        # Not captured: output goes to a file (an unread pipe would block the server), shown on failure.
+        self._log = None if self.capture else tempfile.TemporaryFile()
+        out = subprocess.PIPE if self.capture else self._log
         self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(self.port),
                                       *self.args], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.ready_timeout_s
@@ -45,8 +50,15 @@ class ServeProcess:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"router serve {' '.join(self.args)} did not become ready")
+                raise RuntimeError(f"router serve {' '.join(self.args)} did not become ready: {self.output()[-2000:]}")
             time.sleep(0.1)
+
+    def output(self) -> str:
+        """What the process printed so far (when not captured)."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -56,6 +68,9 @@ class ServeProcess:
         code = self.proc.wait(30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         return code
 
     def __enter__(self) -> ServeProcess:

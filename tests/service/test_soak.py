@@ -103,8 +103,8 @@ async def _drive(port: int, texts: list[str]) -> dict[str, Any]:
     return outcome
 
 
-def test_ten_thousand_mixed_requests() -> None:
-    with ServeProcess() as server:
+def test_ten_thousand_mixed_requests(mini_index: Path) -> None:
+    with ServeProcess("--index", str(mini_index)) as server:
         assert server.proc is not None
         pid = server.proc.pid
         texts = load_dataset("clinc150").test.texts
