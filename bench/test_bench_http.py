@@ -65,8 +65,8 @@ def test_load_wrk(served: str) -> None:
         out = subprocess.run([wrk, "-t1", f"-c{connections}", "-d8s", "--latency", "-s", str(HERE / "queries.lua"),
                               f"{served}/v1/classify"], capture_output=True, text=True, check=True).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-        p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         print(f"wrk c={connections:>2}: {rps:8.1f} requests/s  p50 {p50:>9}  p99 {p99:>9}  "
               f"non-2xx {errors.group(1) if errors else 0}")
