@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 class MicroBatcher(Generic[T]):
     def __init__(self, fn: Callable[[Sequence[str]], list[T]], window_s: float, max_items: int,
-                 executor: ThreadPoolExecutor, expected: Callable[[], int] = lambda: 1 << 30) -> None:
+                 executor: ThreadPoolExecutor, expected: Callable[[], int] = lambda: 1 << 30,
+                 observe: Callable[[int], None] = lambda size: None) -> None:
         self._fn = fn
+        self._observe = observe
         self._expected = expected
         self._window = window_s
         self._max = max_items
@@ -76,6 +78,7 @@ class MicroBatcher(Generic[T]):
                 continue
             self.batches += 1
             self.last_batch_size = len(live)
+            self._observe(len(live))
             try:
                 results = await loop.run_in_executor(self._executor, self._fn, [t for t, _ in live])
             except Exception as exc:  # one bad batch fails its own requests, never the batcher

@@ -26,11 +26,10 @@ class ClassifierService:
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.batcher: MicroBatcher[Decision] = MicroBatcher(
             router.classify_batch_fast, config.batch_window_ms / 1000.0, config.batch_max, self._encoder,
-            expected=lambda: self.in_flight)
+            expected=lambda: self.in_flight, observe=self.metrics.batch_size.observe)
         self.in_flight = 0  # requests inside the server, kept by the Guard middleware
         self.encoder_warm = False
         self.draining = False
-        self.llm_reachable: dict[str, bool] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -71,5 +70,6 @@ class ClassifierService:
         limits = self.router.limits
         check_batch(texts, limits.max_batch, limits.max_text_chars)
         loop = asyncio.get_running_loop()
+        self.metrics.batch_size.observe(len(texts))
         decisions = await loop.run_in_executor(self._encoder, self.router.classify_batch_fast, texts)
         return await self.router.aescalate(texts, decisions)

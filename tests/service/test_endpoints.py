@@ -46,6 +46,7 @@ def test_metrics_count_requests_tiers_and_refusals(client: httpx.Client) -> None
     assert 'router_requests_total{endpoint="/v1/classify",status="200"} 1.0' in text
     assert 'router_requests_total{endpoint="/v1/classify",status="422"} 1.0' in text
     assert 'router_decisions_total{tier="embedding"} 1.0' in text
+    assert "router_batch_size_count 1.0" in text  # the one valid request went through one encoder batch
     for name in ("router_request_seconds_bucket", "router_tier_seconds_bucket", "router_in_flight_requests",
                  "router_escalated_total", "router_out_of_scope_total", "router_degraded_total",
                  "router_batch_size_bucket"):
