@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from router.decision import Decision
+from router.llm.gate import was_escalated
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 4, 8)
 
@@ -29,7 +30,7 @@ class Metrics:
     def record(self, decisions: list[Decision]) -> None:
         for d in decisions:
             self.decisions.labels(d.tier).inc()
-            if d.escalate or d.tier == "llm":
+            if was_escalated(d):
                 self.escalated.inc()
             if d.out_of_scope:
                 self.out_of_scope.inc()

@@ -12,7 +12,7 @@ from router.router import Router
 from router.service.batcher import MicroBatcher
 from router.service.config import ServeConfig
 from router.service.metrics import Metrics
-from router.validation import check_batch, check_text
+from router.validation import check_text
 
 log = logging.getLogger("router.service")
 
@@ -60,6 +60,7 @@ class ClassifierService:
 
     # -- classification ----------------------------------------------------------------------------
     async def classify_one(self, text: str) -> Decision:
+        # Checked before it joins a micro-batch: a bad text must fail its own request, not its batch's.
         check_text(text, self.router.limits.max_text_chars)
         decision = await self.batcher.submit(text)
         if decision.escalate:
@@ -67,8 +68,7 @@ class ClassifierService:
         return decision
 
     async def classify_many(self, texts: list[str]) -> list[Decision]:
-        limits = self.router.limits
-        check_batch(texts, limits.max_batch, limits.max_text_chars)
+        # classify_batch_fast checks the batch itself (InputError -> 422); no second pass here.
         loop = asyncio.get_running_loop()
         self.metrics.batch_size.observe(len(texts))
         decisions = await loop.run_in_executor(self._encoder, self.router.classify_batch_fast, texts)
