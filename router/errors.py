@@ -11,15 +11,24 @@ boundary so callers catch one family::
     ├── ModelError             model package missing, file hash mismatch, export failure
     ├── IndexError_            no index where one was expected, unreadable files
     │   └── StaleIndexError    manifest disagrees with the configured encoder or intents
-    └── ProviderError          a model backend (tier-2 LLM, premium provider) failed one call
-        ├── ProviderTimeout    no answer within the per-call timeout
-        ├── ProviderUnavailable  connection refused or dropped, HTTP 5xx
-        ├── BadResponse        malformed body, or an answer outside the offered labels
-        ├── RequestRejected    the backend refused the request itself (HTTP 4xx): not retryable
-        └── CircuitOpen        the backend's circuit breaker is open; the call was not made
+    ├── ProviderError          a model backend (tier-2 LLM, premium provider) failed one call
+    │   ├── ProviderTimeout    no answer within the per-call timeout              (retryable)
+    │   ├── ProviderUnavailable  connection refused or dropped, HTTP 5xx/529      (retryable)
+    │   │   └── RateLimited    HTTP 429; ``retry_after`` when the provider said   (retryable)
+    │   ├── BadResponse        malformed body, missing answer, answer outside the labels
+    │   ├── RequestRejected    the provider refused the request itself (400/401/403, quota)
+    │   ├── CircuitOpen        the backend's circuit breaker is open; the call was not made
+    │   └── FallbacksExhausted every model of a stage's fallback chain failed; ``errors`` holds each
+    └── DispatchError          the skill dispatcher refused or could not finish a step
+        ├── BudgetExceeded     a session/hourly budget would be exceeded; the call was not made
+        ├── SkillNotAllowed    the skill is not in the allowlist (registry)
+        ├── InvalidParameters  extracted or given parameters fail the skill's schema; also a ValueError
+        ├── ApprovalError      unknown, expired or already used approval id
+        └── SkillFailed        the handler raised, or its result failed the schema/freshness check
 
-A ``ProviderError`` carries ``backend`` (which one failed) and ``reason`` (a short code
-such as ``timeout`` or ``http_500``) so a degraded Decision can say why.
+A ``ProviderError`` carries ``backend`` (which one failed), ``reason`` (a short code such as
+``timeout`` or ``http_500``) so a degraded Decision can say why, ``retryable`` (whether the
+dispatcher may try the same model again) and ``retry_after`` (seconds, when the provider said).
 
 Messages name the parameter and the offending value, and say how to fix it.
 """
@@ -37,6 +46,14 @@ __all__ = [
     "BadResponse",
     "RequestRejected",
     "CircuitOpen",
+    "FallbacksExhausted",
+    "RateLimited",
+    "DispatchError",
+    "BudgetExceeded",
+    "SkillNotAllowed",
+    "InvalidParameters",
+    "ApprovalError",
+    "SkillFailed",
     "RouterError",
     "StaleIndexError",
 ]
@@ -70,20 +87,30 @@ class ProviderError(RouterError):
     """One call to a model backend failed; ``reason`` is a short machine-readable code."""
 
     reason = "error"
+    retryable = False
 
-    def __init__(self, backend: str, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self, backend: str, message: str, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{backend}: {message}")
         self.backend = backend
+        self.retry_after = retry_after
         if reason is not None:
             self.reason = reason
 
 
 class ProviderTimeout(ProviderError):
     reason = "timeout"
+    retryable = True
 
 
 class ProviderUnavailable(ProviderError):
     reason = "unavailable"
+    retryable = True
+
+
+class RateLimited(ProviderUnavailable):
+    reason = "rate_limited"
 
 
 class BadResponse(ProviderError):
@@ -96,3 +123,53 @@ class RequestRejected(ProviderError):
 
 class CircuitOpen(ProviderError):
     reason = "circuit_open"
+
+
+class FallbacksExhausted(ProviderError):
+    """Every model of a chain failed (or was skipped by its open breaker)."""
+
+    reason = "fallbacks_exhausted"
+
+    def __init__(self, backend: str, errors: list[ProviderError]) -> None:
+        detail = "; ".join(f"{e.backend}: {e.reason}" for e in errors) or "no model configured"
+        super().__init__(backend, f"every model of the chain failed ({detail})")
+        self.errors = errors
+
+
+class DispatchError(RouterError):
+    """The skill dispatcher refused a step or could not finish it."""
+
+
+class BudgetExceeded(DispatchError):
+    """A budget would be exceeded by the next call; the call was not made."""
+
+    def __init__(self, budget: str, limit: float, used: float, needed: float, scope: str) -> None:
+        super().__init__(
+            f"budget {budget} exceeded for {scope}: limit {limit:,g}, used {used:,g}, "
+            f"this step needs up to {needed:,g}; the call was not made"
+        )
+        self.budget, self.limit, self.used, self.needed, self.scope = budget, limit, used, needed, scope
+
+
+class SkillNotAllowed(DispatchError):
+    """The skill is not registered, so it cannot run."""
+
+
+class InvalidParameters(DispatchError, ValueError):
+    """Parameters that fail the skill's schema; they never reach the handler."""
+
+    def __init__(self, skill: str, message: str, errors: list[str]) -> None:
+        super().__init__(f"skill {skill!r}: {message}: " + "; ".join(errors))
+        self.skill, self.errors = skill, errors
+
+
+class ApprovalError(DispatchError):
+    """An approval id that is unknown, expired or already used."""
+
+
+class SkillFailed(DispatchError):
+    """The skill's handler raised, or its result failed the declared checks."""
+
+    def __init__(self, skill: str, message: str, reason: str) -> None:
+        super().__init__(f"skill {skill!r}: {message}")
+        self.skill, self.reason = skill, reason

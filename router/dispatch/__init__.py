@@ -1,0 +1,66 @@
+"""The skill dispatcher: per-skill, per-stage model routing to premium providers, made safe.
+
+Imports stay light (httpx, pydantic, tenacity); nothing connects until the first call.
+"""
+
+from router.dispatch.approvals import ApprovalStore, PendingAction
+from router.dispatch.budget import Ledger, SessionTotals
+from router.dispatch.caller import Attempt, CallResult, ModelCaller
+from router.dispatch.config import (
+    STAGES,
+    BudgetConfig,
+    ModelRef,
+    Price,
+    ProviderConfig,
+    RetryConfig,
+    RoutingConfig,
+    TraceConfig,
+    load_routing,
+    routing_from_dict,
+)
+from router.dispatch.dispatcher import Dispatcher
+from router.dispatch.pricing import call_cost
+from router.dispatch.providers import PROVIDERS, ChatRequest, Completion, Message, Provider, Usage
+from router.dispatch.result import CallSummary, DispatchResult
+from router.dispatch.skills import Skill, SkillContext, SkillRegistry, load_registry
+from router.dispatch.trace import TRACE_SINKS, JsonlSink, MemorySink, TraceSink, read_jsonl, session_totals
+
+__all__ = [
+    "PROVIDERS",
+    "STAGES",
+    "TRACE_SINKS",
+    "ApprovalStore",
+    "Attempt",
+    "BudgetConfig",
+    "CallResult",
+    "CallSummary",
+    "ChatRequest",
+    "Completion",
+    "DispatchResult",
+    "Dispatcher",
+    "JsonlSink",
+    "Ledger",
+    "MemorySink",
+    "Message",
+    "ModelCaller",
+    "ModelRef",
+    "PendingAction",
+    "Price",
+    "Provider",
+    "ProviderConfig",
+    "RetryConfig",
+    "RoutingConfig",
+    "SessionTotals",
+    "Skill",
+    "SkillContext",
+    "SkillRegistry",
+    "TraceConfig",
+    "TraceSink",
+    "Usage",
+    "call_cost",
+    "load_registry",
+    "load_routing",
+    "read_jsonl",
+    "routing_from_dict",
+    "session_totals",
+]

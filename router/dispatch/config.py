@@ -1,0 +1,194 @@
+"""The routing file: which provider and model serve each stage of each skill, and the safety limits.
+
+Moving a skill to another provider is an edit of this file only. Keys left out keep the shipped
+defaults (``routing.yaml`` next to this module: list prices, provider endpoints, budgets); budgets
+can be switched off only with the explicit value ``off``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router.breaker import BreakerConfig
+from router.errors import ConfigError
+
+Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
+STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic")
+SHIPPED = Path(__file__).with_name("routing.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(_Strict):
+    provider: str = Field(description="a key of `providers`")
+    model: str = Field(min_length=1, description="the provider's model id; must have a price")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="per attempt, connect to last byte")
+    max_tokens: int = Field(1024, ge=1, le=200_000, description="output cap sent to the provider")
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class ProviderConfig(_Strict):
+    kind: str = Field(description="a key of router.dispatch.PROVIDERS: openai, anthropic, gemini, openai_compatible")
+    base_url: str | None = Field(None, description="default: the provider's public endpoint")
+    api_key_env: str | None = Field(None, description="environment variable holding the key; never the key itself")
+    structured: Literal["json_schema", "json_object"] = Field(
+        "json_schema", description="openai_compatible only: llama-cpp-python's server needs json_object"
+    )
+
+
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(None, ge=0, description="default: 10% of input")
+    cache_write: Decimal | None = Field(None, ge=0, description="default: the input price")
+
+    @property
+    def cached(self) -> Decimal:
+        return self.cached_input if self.cached_input is not None else self.input / 10
+
+    @property
+    def write(self) -> Decimal:
+        return self.cache_write if self.cache_write is not None else self.input
+
+
+class RetryConfig(_Strict):
+    max_retries: int = Field(3, ge=0, le=3, description="retries after the first attempt, retryable errors only")
+    initial_backoff_s: float = Field(0.5, gt=0, le=60)
+    max_backoff_s: float = Field(8.0, gt=0, le=300)
+    max_retry_after_s: float = Field(
+        30.0, ge=0, le=3600, description="a longer Retry-After skips to the next model instead of waiting"
+    )
+
+
+def _breaker_default() -> BreakerConfig:
+    return BreakerConfig(failures=5, window_s=600.0, cooldown_s=30.0)
+
+
+Limit = int | None
+CostLimit = Decimal | None
+
+
+class BudgetConfig(_Strict):
+    """On by default. ``off`` (YAML off/false or the string "off") switches one off; null is refused."""
+
+    session_tokens: Limit = Field(50_000, ge=1)
+    session_cost_usd: CostLimit = Field(Decimal("1.00"), gt=0)
+    hourly_cost_usd: CostLimit = Field(Decimal("25.00"), gt=0, description="all sessions, rolling hour")
+    session_steps: Limit = Field(25, ge=1, description="dispatches per session: stops runaway agent loops")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _explicit_off(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            raise ValueError(f"{info.field_name}: an empty value is not a limit; write a number, or `off` "
+                             "to switch this budget off on purpose")
+        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+            return None
+        if value is True:
+            raise ValueError(f"{info.field_name}: true is not a limit; write a number or `off`")
+        return value
+
+    def switched_off(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name) is None]
+
+
+class TraceConfig(_Strict):
+    sink: str = Field("jsonl", description="a key of router.dispatch.TRACE_SINKS: jsonl, memory")
+    path: str = Field("traces/dispatch.jsonl", description="jsonl sink: file appended to")
+
+
+class RoutingConfig(_Strict):
+    defaults: dict[Stage, ModelRef]
+    overrides: dict[str, dict[Stage, ModelRef]] = Field(default_factory=dict, description="skill -> stage -> model")
+    fallbacks: dict[Stage, list[ModelRef]] = Field(default_factory=dict, description="ordered, after the primary")
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict, description="model id -> $ per million tokens")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=_breaker_default)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    trace: TraceConfig = Field(default_factory=TraceConfig)
+    intents: dict[str, str] = Field(default_factory=dict, description="intent -> skill, where the names differ")
+    approval_ttl_s: float = Field(900.0, gt=0, le=7 * 86_400)
+    max_text_chars: int = Field(4_000, ge=1, le=1_000_000, description="longest query sent for extraction")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> RoutingConfig:
+        missing = [s for s in STAGES if s not in self.defaults]
+        if missing:
+            raise ValueError(f"defaults: every stage needs a default model; missing {missing}")
+        refs: list[tuple[str, ModelRef]] = [(f"defaults.{s}", r) for s, r in self.defaults.items()]
+        refs += [(f"overrides.{k}.{s}", r) for k, stages in self.overrides.items() for s, r in stages.items()]
+        refs += [(f"fallbacks.{s}[{i}]", r) for s, chain in self.fallbacks.items() for i, r in enumerate(chain)]
+        for where, ref in refs:
+            if ref.provider not in self.providers:
+                raise ValueError(f"{where}.provider: {ref.provider!r} is not configured; "
+                                 f"known providers: {sorted(self.providers)}")
+            if ref.model not in self.prices:
+                raise ValueError(f"{where}.model: {ref.model!r} has no price in `prices`; add its "
+                                 "input/output price per million tokens (0 for a self-hosted model)")
+        return self
+
+    def chain(self, skill: str, stage: Stage) -> list[ModelRef]:
+        """The primary model for this skill and stage, then the stage's fallbacks, without repeats."""
+        primary = self.overrides.get(skill, {}).get(stage, self.defaults[stage])
+        seen, out = set(), []
+        for ref in [primary, *self.fallbacks.get(stage, [])]:
+            if ref.key not in seen:
+                seen.add(ref.key)
+                out.append(ref)
+        return out
+
+    def skill_for(self, intent: str) -> str:
+        return self.intents.get(intent, intent)
+
+
+def _merge(shipped: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """User keys win; `providers` and `prices` are merged per entry so adding a model keeps the list prices."""
+    merged = {**shipped, **user}
+    for key in ("providers", "prices"):
+        if isinstance(user.get(key), dict):
+            merged[key] = {**shipped.get(key, {}), **user[key]}
+    return merged
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"routing file {str(path)!r} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"routing file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"routing file {str(path)!r} must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def routing_from_dict(data: dict[str, Any], source: str = "<dict>") -> RoutingConfig:
+    try:
+        return RoutingConfig.model_validate(_merge(_read(SHIPPED), data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
+            for e in exc.errors()
+        )
+        raise ConfigError(f"routing file {source}: {problems}") from exc
+
+
+def load_routing(path: str | Path | None = None) -> RoutingConfig:
+    """The shipped routing file, or ``path`` merged over it."""
+    if path is None:
+        return routing_from_dict({}, str(SHIPPED))
+    return routing_from_dict(_read(Path(path)), repr(str(path)))

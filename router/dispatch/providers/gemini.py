@@ -1,0 +1,60 @@
+"""Google Gemini generateContent (Generative Language API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from router.dispatch.config import ProviderConfig
+from router.dispatch.providers.base import ChatRequest, Completion, Usage, estimated_usage
+from router.dispatch.providers.http import count, dig, key_from_env, post_json
+from router.errors import BadResponse
+
+
+class GeminiGenerate:
+    """``POST {base_url}/v1beta/models/{model}:generateContent``; JSON answers via responseJsonSchema."""
+
+    def __init__(self, name: str, config: ProviderConfig, http: httpx.AsyncClient) -> None:
+        self.name = name
+        self.config = config
+        self._http = http
+        self._base = (config.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        key = key_from_env(self.name, self.config.api_key_env)
+        return {"x-goog-api-key": key}
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        config: dict[str, Any] = {"temperature": request.temperature, "maxOutputTokens": request.max_tokens}
+        if request.json_schema is not None:
+            config["responseMimeType"] = "application/json"
+            config["responseJsonSchema"] = request.json_schema
+        return {
+            "systemInstruction": {"parts": [{"text": request.system}]},
+            "contents": [{"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                         for m in request.messages],
+            "generationConfig": config,
+        }
+
+    async def complete(self, model: str, request: ChatRequest, timeout_s: float) -> Completion:
+        url = f"{self._base}/v1beta/models/{model}:generateContent"
+        data = await post_json(self._http, self.name, url, self._headers(), self.body(request), timeout_s)
+        if block := dig(data, "promptFeedback", "blockReason"):
+            raise BadResponse(self.name, f"prompt blocked: {block}", reason="blocked")
+        parts = dig(data, "candidates", 0, "content", "parts")
+        if not isinstance(parts, list) or not parts:
+            reason = dig(data, "candidates", 0, "finishReason")
+            raise BadResponse(self.name, f"no candidates[0].content.parts (finishReason {reason})", reason="malformed")
+        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+        meta = data.get("usageMetadata")
+        if isinstance(meta, dict) and "promptTokenCount" in meta:
+            cached = count(meta.get("cachedContentTokenCount"))
+            # Thinking tokens are billed at the output price.
+            output = count(meta.get("candidatesTokenCount")) + count(meta.get("thoughtsTokenCount"))
+            parsed = Usage(input_tokens=max(0, count(meta["promptTokenCount"]) - cached), output_tokens=output,
+                           cached_input_tokens=cached)
+        else:
+            parsed = estimated_usage(request, text)
+        return Completion(text=text, usage=parsed, model=str(data.get("modelVersion", model)),
+                          finish_reason=dig(data, "candidates", 0, "finishReason"), raw=data)

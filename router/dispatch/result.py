@@ -1,0 +1,41 @@
+"""What a dispatch step returns (also the HTTP response body of ``POST /v1/dispatch``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from router.dispatch.caller import CallResult
+
+
+class CallSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: str
+    provider: str
+    model: str
+    attempts: int
+    tokens: int
+    cost_usd: float
+    fallback_from: str | None = None
+
+    @classmethod
+    def of(cls, stage: str, call: CallResult) -> CallSummary:
+        return cls(stage=stage, provider=call.provider, model=call.model, attempts=len(call.attempts),
+                   tokens=call.tokens, cost_usd=float(call.cost), fallback_from=call.fallback_from)
+
+
+class DispatchResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ok", "pending_approval", "no_skill"]
+    session_id: str
+    skill: str | None
+    params: dict[str, Any] | None = None
+    result: Any = None
+    reply: str | None = None
+    approval_id: str | None = None
+    calls: list[CallSummary] = []
+    tokens: int = 0
+    cost_usd: float = 0.0
+    fallback_taken: bool = False
+    note: str | None = None

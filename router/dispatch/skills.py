@@ -1,0 +1,106 @@
+"""The allowlist of skills: each with a parameter schema, an async handler and a ``writes`` flag.
+
+Only a registered skill can run. Parameters are validated against ``params`` before the
+handler sees them; a ``writes`` skill waits for an explicit approval; the handler's result is
+checked against ``result`` and, where ``max_age_s`` is declared, for freshness (its ``as_of``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from router.errors import ConfigError, SkillNotAllowed
+
+
+@dataclass(frozen=True)
+class SkillContext:
+    session_id: str
+    skill: str
+    text: str | None
+    approval_id: str | None = None
+
+
+Handler = Callable[[Any, SkillContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Skill:
+    name: str
+    description: str
+    params: type[BaseModel]
+    handler: Handler
+    writes: bool = False
+    result: type[BaseModel] | None = None
+    max_age_s: float | None = None
+    format_reply: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_age_s is not None:
+            if self.max_age_s <= 0:
+                raise ConfigError(f"skill {self.name!r}: max_age_s must be > 0, got {self.max_age_s}")
+            if self.result is None or "as_of" not in self.result.model_fields:
+                raise ConfigError(f"skill {self.name!r}: max_age_s needs a result model with an `as_of` field "
+                                  "(the time its data was read)")
+
+
+class SkillRegistry:
+    def __init__(self, skills: list[Skill] | None = None) -> None:
+        self._skills: dict[str, Skill] = {}
+        for skill in skills or []:
+            self.add(skill)
+
+    def add(self, skill: Skill) -> Skill:
+        if skill.name in self._skills:
+            raise ConfigError(f"skill {skill.name!r} is registered twice")
+        self._skills[skill.name] = skill
+        return skill
+
+    def skill(self, name: str, *, params: type[BaseModel], description: str = "", writes: bool = False,
+              result: type[BaseModel] | None = None, max_age_s: float | None = None,
+              format_reply: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator form: ``@registry.skill("transfer", params=TransferParams, writes=True)``."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(Skill(name, description or (handler.__doc__ or name).strip(), params, handler, writes, result,
+                           max_age_s, format_reply))
+            return handler
+
+        return register
+
+    def get(self, name: str) -> Skill:
+        try:
+            return self._skills[name]
+        except KeyError:
+            raise SkillNotAllowed(f"skill {name!r} is not allowed: it is not registered; allowed skills: "
+                                  f"{sorted(self._skills)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._skills
+
+    def __iter__(self) -> Iterator[Skill]:
+        return iter(self._skills.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._skills)
+
+
+def load_registry(spec: str) -> SkillRegistry:
+    """``package.module:attribute`` naming a SkillRegistry (or a function returning one)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"skills: {spec!r} is not of the form package.module:registry")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"skills: cannot import module {module_name!r}: {exc}") from exc
+    obj = getattr(module, attr, None)
+    if callable(obj) and not isinstance(obj, SkillRegistry):
+        obj = obj()
+    if not isinstance(obj, SkillRegistry):
+        raise ConfigError(f"skills: {spec!r} is {type(obj).__name__}, not a SkillRegistry")
+    return obj
