@@ -130,9 +130,10 @@ class FallbacksExhausted(ProviderError):
 
     reason = "fallbacks_exhausted"
 
-    def __init__(self, backend: str, errors: list[ProviderError]) -> None:
-        detail = "; ".join(f"{e.backend}: {e.reason}" for e in errors) or "no model configured"
-        super().__init__(backend, f"every model of the chain failed ({detail})")
+    def __init__(self, backend: str, errors: list[ProviderError], models: list[str] | None = None) -> None:
+        self.models = models or [e.backend for e in errors]
+        detail = "; ".join(f"{m}: {e.reason}" for m, e in zip(self.models, errors, strict=True))
+        super().__init__(backend, f"every model of the chain failed ({detail or 'no model configured'})")
         self.errors = errors
 
 

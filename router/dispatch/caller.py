@@ -91,6 +91,7 @@ class ModelCaller:
         chain = self.chain(skill, stage) if chain is None else chain
         primary = self.config.chain(skill, stage)[0].key
         errors: list[ProviderError] = []
+        models: list[str] = []
         attempts: list[Attempt] = []
         for ref in chain:
             fallback_from = primary if ref.key != primary else None
@@ -98,6 +99,7 @@ class ModelCaller:
             if not breaker.allow():
                 exc = CircuitOpen(ref.key, f"breaker open, next probe in {breaker.retry_after():.1f}s")
                 errors.append(exc)
+                models.append(ref.key)
                 attempts.append(Attempt(ref.provider, ref.model, 0, exc.reason, 0.0, str(exc)))
                 self._trace(stage, skill, session, ref, 0, exc.reason, 0.0, None, Decimal(0), fallback_from, str(exc))
                 continue
@@ -105,9 +107,10 @@ class ModelCaller:
                 completion, cost = await self._retrying(stage, skill, session, ref, request, fallback_from, attempts)
             except ProviderError as exc:
                 errors.append(exc)
+                models.append(ref.key)
                 continue
             return CallResult(completion, ref.provider, ref.model, cost, fallback_from, attempts)
-        raise FallbacksExhausted(f"{stage} for skill {skill!r}", errors)
+        raise FallbacksExhausted(f"{stage} for skill {skill!r}", errors, models)
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, ProviderError) or not exc.retryable:
