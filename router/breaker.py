@@ -28,6 +28,9 @@ class BreakerConfig(BaseModel):
     failures: int = Field(5, ge=1, le=10_000, description="failures within window_s that open the breaker")
     window_s: float = Field(60.0, gt=0)
     cooldown_s: float = Field(30.0, gt=0, description="how long it stays open before one probe")
+    reset_on_success: bool = Field(
+        True, description="a success clears the failure count (tier 2); false counts every failure in the window "
+                          "(the dispatcher: '5 failures within 10 minutes' whatever succeeded between)")
 
 
 class CircuitBreaker:
@@ -64,9 +67,15 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
-            self._failures.clear()
-            self._opened_at = None
-            self._probe_in_flight = False
+            if self._opened_at is None:
+                if self.config.reset_on_success:
+                    self._failures.clear()
+                return
+            if self._probe_in_flight:  # the probe answered: close
+                self._failures.clear()
+                self._opened_at = None
+                self._probe_in_flight = False
+            # else: a call that began before the breaker opened; its success says nothing new
 
     def record_failure(self) -> None:
         with self._lock:

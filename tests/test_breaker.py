@@ -65,3 +65,15 @@ def test_a_failed_probe_opens_for_a_full_cooldown() -> None:
     assert b.state == OPEN and b.retry_after() == 5.0
     clock.now += 5
     assert b.allow()
+
+
+def test_a_straggler_success_does_not_close_an_open_breaker() -> None:
+    clock = Clock()
+    b = _breaker(clock, failures=1, cooldown=5)
+    b.record_failure()
+    b.record_success()  # a call that started before the breaker opened
+    assert b.state == OPEN and not b.allow()
+    clock.now += 5
+    assert b.allow()
+    b.record_success()  # the probe
+    assert b.state == CLOSED

@@ -72,8 +72,11 @@ class RetryConfig(_Strict):
     )
 
 
-def _breaker_default() -> BreakerConfig:
-    return BreakerConfig(failures=5, window_s=600.0, cooldown_s=30.0)
+class DispatchBreakerConfig(BreakerConfig):
+    """Per (provider, model): 5 failed attempts within 10 minutes open it, whatever succeeded between."""
+
+    window_s: float = Field(600.0, gt=0)
+    reset_on_success: bool = False
 
 
 Limit = int | None
@@ -116,7 +119,7 @@ class RoutingConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict, description="model id -> $ per million tokens")
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    breaker: BreakerConfig = Field(default_factory=_breaker_default)
+    breaker: DispatchBreakerConfig = Field(default_factory=DispatchBreakerConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
     intents: dict[str, str] = Field(default_factory=dict, description="intent -> skill, where the names differ")

@@ -19,6 +19,11 @@ KEYS = {"OPENAI_API_KEY": "sk-test-OPENAI-secret", "ANTHROPIC_API_KEY": "sk-ant-
 PAY = '{"amount": 20, "to": "sam"}'
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 @dataclass
 class Fakes:
     openai: FakeOpenAI

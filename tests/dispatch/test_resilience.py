@@ -92,6 +92,19 @@ def test_breaker_opens_at_the_5th_failure_and_probes(harness: Harness) -> None:
     assert d.caller.breakers["openai/gpt-5.4-nano"].state == "closed"
 
 
+def test_successes_in_between_do_not_reset_the_count(harness: Harness) -> None:
+    f = harness.fakes
+    d = harness.make(retry={"max_retries": 0})
+    for _ in range(4):
+        f.openai.fault("500")
+        d.dispatch("s", "balance", text="balance please")  # fails over to gemini
+        d.dispatch("s", "balance", text="balance please")  # openai answers
+    assert d.caller.breakers["openai/gpt-5.4-nano"].state == "closed"
+    f.openai.fault("500")
+    d.dispatch("s", "balance", text="balance please")
+    assert d.caller.breakers["openai/gpt-5.4-nano"].state == "open"
+
+
 def test_failures_outside_the_10_minute_window_do_not_open_it(harness: Harness) -> None:
     f = harness.fakes
     d = harness.make(retry={"max_retries": 0})
