@@ -1,4 +1,4 @@
-"""The ``router`` command: build, classify, eval, models export."""
+"""The ``router`` command: build, classify, eval, serve, eval-skills, drill, models export."""
 
 from __future__ import annotations
 
@@ -169,6 +169,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dispatch_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from router.dispatch import load_registry, load_routing
+    from router.dispatch.evaluate import load_golden
+
+    return load_routing(args.routing), load_registry(args.skills), load_golden(args.golden)
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print("  ".join(f"{c:>22}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{'-' if row[c] is None else row[c]!s:>22}" for c in columns))
+
+
+def cmd_eval_skills(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from router.dispatch import Dispatcher
+    from router.dispatch.evaluate import eval_skills, model_refs
+
+    config, skills, cases = _dispatch_setup(args)
+    template = config.defaults["extraction"]
+    refs = model_refs(args.models.split(","), template) if args.models else config.chain("*", "extraction")
+    for ref in refs:
+        if ref.provider not in config.providers or ref.model not in config.prices:
+            raise ConfigError(f"--models: {ref.key!r} needs a provider in `providers` and a price in `prices` of "
+                              "the routing file")
+    with Dispatcher(config, skills) as dispatcher:
+        report = asyncio.run(eval_skills(dispatcher, cases, refs, args.tolerance))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    _print_rows(report["rows"], ["skill", "model", "accuracy", "errors", "cost_usd", "cost_per_correct_usd"])
+    for skill, winner in report["winners"].items():
+        print(f"winner {skill}: {winner or 'none (no model answered correctly)'}")
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from router.dispatch import Dispatcher
+    from router.dispatch.evaluate import drill
+
+    config, skills, cases = _dispatch_setup(args)
+    with Dispatcher(config, skills) as primary, Dispatcher(config, skills, drill_stages=frozenset({args.stage})) as d:
+        report = asyncio.run(drill(primary, d, cases, args.stage))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for label in ("primary", "secondary"):
+            print(f"{label:>10}: {report[label]}")
+        for skill in report["no_secondary"]:
+            print(f"no secondary: {skill} has a one-model {args.stage} chain")
+        for item in report["broke"]:
+            print(f"broke: {item['skill']}: {item['text']!r} -> {item['secondary_model']}: {item['secondary']}")
+        print(f"verdict: {report['verdict']}")
+    return 0 if report["verdict"] == "ok" else 1
+
+
 def cmd_models_export(args: argparse.Namespace) -> int:
     from router.encoders.onnx import onnx_model_path
     from router.model_store import load_manifest
@@ -212,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout-s", type=float, help="per-request timeout (default 10)")
     p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>'")
     p.set_defaults(func=cmd_serve)
+
+    def dispatch_args(p: argparse.ArgumentParser) -> None:
+        from router.dispatch.config import SHIPPED
+
+        p.add_argument("--routing", help=f"routing file merged over the shipped one ({SHIPPED.name})")
+        p.add_argument("--skills", default="router.dispatch.demo:registry", help="module:registry of the skills")
+        p.add_argument("--golden", default=str(SHIPPED.with_name("demo_golden.jsonl")),
+                       help="JSONL of {skill, text, params}")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("eval-skills", help="accuracy, cost and cost per correct answer per (skill, model)")
+    dispatch_args(p)
+    p.add_argument("--models", help="comma-separated provider/model candidates (default: the extraction chain)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="accuracy a cheaper model may give up and still win (0.02 = 2 points)")
+    p.set_defaults(func=cmd_eval_skills)
+
+    p = sub.add_parser("drill", help="send one stage's traffic to its secondary model and report what broke")
+    dispatch_args(p)
+    p.add_argument("--stage", default="extraction", choices=["routing", "extraction", "formatting", "diagnostic"])
+    p.set_defaults(func=cmd_drill)
 
     p = sub.add_parser("models", help="model files")
     msub = p.add_subparsers(dest="models_command", required=True)

@@ -8,6 +8,7 @@ budget ledger whichever loop or thread calls them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -23,7 +24,7 @@ from router.dispatch import extraction
 from router.dispatch.approvals import ApprovalStore, PendingAction
 from router.dispatch.budget import Ledger, SessionTotals
 from router.dispatch.caller import CallResult, ModelCaller
-from router.dispatch.config import RoutingConfig, Stage, load_routing
+from router.dispatch.config import ModelRef, RoutingConfig, Stage, load_routing
 from router.dispatch.providers import ChatRequest, Message, Provider, build_provider
 from router.dispatch.result import CallSummary, DispatchResult
 from router.dispatch.skills import Skill, SkillContext, SkillRegistry
@@ -124,6 +125,13 @@ class Dispatcher:
         """One model call for any stage (e.g. diagnostic), with the same chain, retries and budgets."""
         return await self._arun(self.caller.call(stage=stage, skill=skill, session=session_id, request=request))
 
+    async def aextract(self, session_id: str, skill: str, text: str,
+                       chain: list[ModelRef] | None = None) -> tuple[BaseModel, list[CallSummary]]:
+        """The extraction stage alone (no handler): the parameters and the calls made; ``chain`` pins models."""
+        calls: list[CallSummary] = []
+        model = await self._arun(self._extract(self.skills.get(skill), session_id, text, calls, chain))
+        return model, calls
+
     def session_totals(self, session_id: str) -> SessionTotals:
         return self.ledger.totals(session_id)
 
@@ -170,15 +178,18 @@ class Dispatcher:
             self._trace_skill(action.session_id, skill.name, type(exc).__name__, calls, error=str(exc))
             raise
 
-    async def _extract(self, skill: Skill, session_id: str, text: str, calls: list[CallSummary]) -> BaseModel:
+    async def _extract(self, skill: Skill, session_id: str, text: str, calls: list[CallSummary],
+                       chain: list[ModelRef] | None = None) -> BaseModel:
         request = extraction.first_request(skill, text)
-        call = await self.caller.call(stage="extraction", skill=skill.name, session=session_id, request=request)
+        call = await self.caller.call(stage="extraction", skill=skill.name, session=session_id, request=request,
+                                      chain=chain)
         calls.append(CallSummary.of("extraction", call))
         model, errors = extraction.parse_answer(skill, call.completion.text)
         if model is not None:
             return model
         retry = extraction.reask_request(request, call.completion.text, errors)
-        call = await self.caller.call(stage="extraction", skill=skill.name, session=session_id, request=retry)
+        call = await self.caller.call(stage="extraction", skill=skill.name, session=session_id, request=retry,
+                                      chain=chain)
         calls.append(CallSummary.of("extraction", call))
         model, errors = extraction.parse_answer(skill, call.completion.text)
         if model is None:
@@ -220,8 +231,6 @@ class Dispatcher:
         return checked.model_dump(mode="json")
 
     async def _format(self, skill: Skill, ctx: SkillContext, result: Any, calls: list[CallSummary]) -> str:
-        import json
-
         request = ChatRequest(
             system="Write a short, plain reply to the user from the result of the skill that served them. "
                    "State only what the result says.",
