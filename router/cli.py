@@ -159,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from router.service import ServeConfig, serve
 
     keys = ("host", "port", "index", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
-            "max_in_flight", "request_timeout_s", "api_key_env")
+            "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
     options = {k: getattr(args, k) for k in keys}
     try:
         config = ServeConfig.model_validate({k: v for k, v in options.items() if v is not None})
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, help="requests in flight before 503 (default 256)")
     p.add_argument("--request-timeout-s", type=float, help="per-request timeout (default 10)")
     p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>'")
+    p.add_argument("--skills", help="module:registry of skills; turns on POST /v1/dispatch "
+                                    "(e.g. router.dispatch.demo:registry)")
+    p.add_argument("--routing", help="routing file for the dispatcher, merged over the shipped one")
     p.set_defaults(func=cmd_serve)
 
     def dispatch_args(p: argparse.ArgumentParser) -> None:

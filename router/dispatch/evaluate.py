@@ -168,7 +168,7 @@ async def drill(d_primary: Dispatcher, d_drill: Dispatcher, cases: list[GoldenCa
     chains = {c.skill: [r.key for r in d_primary.caller.chain(c.skill, stage)] for c in cases}
     broke = [
         {"skill": c.skill, "text": c.text, "primary": "ok" if b.correct else (b.error or "wrong"),
-         "secondary": s.error or "wrong parameters", "secondary_model": (chains[c.skill][1:] or [None])[0]}
+         "secondary": s.error or "wrong parameters", "secondary_model": next(iter(chains[c.skill][1:]), None)}
         for c, b, s in zip(cases, base, secondary, strict=True) if b.correct and not s.correct
     ]
 

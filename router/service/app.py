@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -13,7 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from router.dispatch import Dispatcher
 from router.errors import ConfigError, InputError
+from router.service.dispatch_routes import add_dispatch_routes
 from router.service.guard import Guard
 from router.service.models import (
     ClassifyRequest,
@@ -47,7 +50,7 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def create_app(service: ClassifierService) -> FastAPI:
+def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None) -> FastAPI:
     config = service.config
 
     @asynccontextmanager
@@ -55,6 +58,8 @@ def create_app(service: ClassifierService) -> FastAPI:
         await service.start()
         yield
         await service.stop()
+        if dispatcher is not None:
+            await asyncio.to_thread(dispatcher.close)
         log.warning("router: drained and stopped")
 
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
@@ -98,6 +103,8 @@ def create_app(service: ClassifierService) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    add_dispatch_routes(app, service, dispatcher)
 
     api_key = None
     if config.api_key_env:

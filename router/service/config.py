@@ -22,6 +22,10 @@ class ServeConfig(BaseModel):
     request_timeout_s: float = Field(10.0, gt=0, le=3600)
     max_in_flight: int = Field(256, ge=1, le=1_000_000)
     retry_after_s: int = Field(1, ge=1, le=3600)
+    # The skill dispatcher (POST /v1/dispatch): on when `skills` names a module:registry; `routing`
+    # is merged over the shipped routing file.
+    skills: str | None = None
+    routing: str | None = None
     # Bearer token read from this environment variable; unset = no auth.
     api_key_env: str | None = None
     # On SIGTERM readiness goes false, then after drain_delay_s the server stops accepting and

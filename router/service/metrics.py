@@ -26,6 +26,10 @@ class Metrics:
         self.batch_size = Histogram("router_batch_size", "texts per encoder batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.rejected = Counter("router_rejected", "requests refused by a limit", ["limit"], registry=r)
+        self.dispatch = Counter("router_dispatch", "dispatch outcomes (status or error type)", ["status"], registry=r)
+        self.dispatch_cost = Counter("router_dispatch_cost_usd", "provider cost of dispatches", registry=r)
+        self.dispatch_fallbacks = Counter("router_dispatch_fallbacks", "dispatches served by a fallback model",
+                                          registry=r)
 
     def record(self, decisions: list[Decision]) -> None:
         for d in decisions:

@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from router.config import EncoderConfig
+from router.dispatch import Dispatcher, load_registry, load_routing
 from router.router import Router, built_config, index_folder
 from router.service.app import create_app
 from router.service.config import ServeConfig
@@ -34,11 +35,14 @@ class DrainingServer(uvicorn.Server):
         threading.Timer(self.drain_delay_s, super().handle_exit, (sig, frame)).start()
 
 
-def build_server(config: ServeConfig, router: Router | None = None) -> DrainingServer:
+def build_server(config: ServeConfig, router: Router | None = None,
+                 dispatcher: Dispatcher | None = None) -> DrainingServer:
+    if dispatcher is None and config.skills:
+        dispatcher = Dispatcher(load_routing(config.routing), load_registry(config.skills))
     if router is None:
         router = Router.load(config.index, encoder=_serving_encoder(config))
     service = ClassifierService(router, config)
-    app = create_app(service)
+    app = create_app(service, dispatcher)
     uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http="httptools",
                         lifespan="on", access_log=False, log_level="warning",
                         timeout_graceful_shutdown=config.shutdown_grace_s, backlog=2048)
@@ -59,5 +63,6 @@ def _serving_encoder(config: ServeConfig) -> EncoderConfig | None:
 def serve(config: ServeConfig) -> None:
     server = build_server(config)
     print(f"router: serving index {config.index!r} on http://{config.host}:{config.port} "
-          f"(POST /v1/classify, GET /healthz /readyz /metrics /openapi.json)", flush=True)
+          f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}, GET /healthz /readyz /metrics "
+          "/openapi.json)", flush=True)
     server.run()

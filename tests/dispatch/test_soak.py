@@ -101,6 +101,7 @@ async def test_soak_with_injected_faults(fakes: Fakes, tmp_path: Path, n: int, r
         traced = out["traced"].get(session, {"cost_usd": Decimal(0), "calls": 0})  # pay-only sessions call no model
         assert (traced["cost_usd"], traced["calls"]) == (totals.cost_usd, totals.calls)
     assert len(out["calls"].pay) == sum(1 for r in out["results"] if r.skill == "pay")
-    print(f"\nsoak {n} reset_on_success={reset_on_success}: {dict(outcomes)} in {out['elapsed']:.1f}s; faults served {out['faults']}; "
+    print(f"\nsoak {n} reset_on_success={reset_on_success}: {dict(outcomes)} in {out['elapsed']:.1f}s; "
+          f"faults served {out['faults']}; "
           f"trace: {sum(t['attempts'] for t in out['traced'].values())} attempts, "
           f"{sum(t['calls'] for t in out['traced'].values())} ok calls, {traced_tokens} tokens, ${traced_cost}")

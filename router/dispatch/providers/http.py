@@ -32,17 +32,17 @@ _RETRYABLE_4XX = {408, 409}
 _QUOTA_CODES = {"insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"}
 
 
-def key_from_env(backend: str, env: str | None, required: bool = True) -> str | None:
+def key_from_env(backend: str, env: str | None) -> str:
     """The API key from its environment variable, read per call so a rotated key is picked up.
 
     A missing key fails this provider's calls (not retryable), so a fallback on another provider
     still serves; the message names the variable, never a value.
     """
     key = os.environ.get(env) if env else None
-    if not key and required:
+    if not key:
         raise RequestRejected(backend, f"no API key: environment variable {env!r} (api_key_env) is not set",
                               reason="no_key")
-    return key or None
+    return key
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -41,8 +41,9 @@ class OpenAIChat:
         self._url = (config.base_url or self.default_base).rstrip("/") + "/chat/completions"
 
     def _headers(self) -> dict[str, str]:
-        key = key_from_env(self.name, self.config.api_key_env, required=self.key_required)
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if not self.key_required and self.config.api_key_env is None:
+            return {}  # a self-hosted server without auth
+        return {"Authorization": f"Bearer {key_from_env(self.name, self.config.api_key_env)}"}
 
     def body(self, model: str, request: ChatRequest) -> dict[str, Any]:
         messages = [{"role": "system", "content": request.system}]
