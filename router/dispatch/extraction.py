@@ -7,6 +7,7 @@ re-ask that quotes the validation errors; a second failure is ``InvalidParameter
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -17,8 +18,15 @@ from router.dispatch.skills import Skill
 from router.errors import InvalidParameters
 
 
+@functools.cache
+def params_schema(params: type[BaseModel]) -> dict[str, Any]:
+    return params.model_json_schema()
+
+
+@functools.cache
 def system_prompt(skill: Skill) -> str:
-    schema = json.dumps(skill.params.model_json_schema(), sort_keys=True)
+    """Built once per skill: byte-identical on every call, which is what prompt caches key on."""
+    schema = json.dumps(params_schema(skill.params), sort_keys=True)
     return (
         f"You extract the parameters of the skill `{skill.name}` from a user's message.\n"
         f"Skill: {skill.description}\n"
@@ -57,7 +65,7 @@ def parse_answer(skill: Skill, text: str) -> tuple[BaseModel | None, list[str]]:
 
 def first_request(skill: Skill, text: str) -> ChatRequest:
     return ChatRequest(system=system_prompt(skill), messages=(Message("user", text),),
-                       json_schema=skill.params.model_json_schema(), schema_name=f"{skill.name}_params")
+                       json_schema=params_schema(skill.params), schema_name=f"{skill.name}_params")
 
 
 def reask_request(first: ChatRequest, answer: str, errors: list[str]) -> ChatRequest:
