@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.errors import ConfigError
 from router.llm.config import LLMConfig
+from router.yaml_file import read_mapping
 
 
 class _Strict(BaseModel):
@@ -104,14 +103,7 @@ def format_validation(exc: ValidationError, source: str) -> str:
 def load_config(path: str | Path) -> RouterConfig:
     """Read a YAML router config; relative file paths in it are taken relative to the file."""
     path = Path(path)
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    data = read_mapping(path, "config file")
     for key in ("intents", "validation"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str((path.parent / data[key]).resolve())

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import regex
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.errors import ConfigError
+from router.yaml_file import read_mapping
 
 OOS = "oos"
 
@@ -125,14 +125,7 @@ def _describe(exc: ValidationError, source: str, data: Any) -> str:
 
 def intent_set_from_yaml(path: str | Path) -> IntentSet:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"intents file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with an 'intents' list, got {type(data).__name__}")
+    data = read_mapping(path, "intents file", "a mapping with an 'intents' list")
     try:
         return IntentSet.model_validate(data)
     except ValidationError as exc:

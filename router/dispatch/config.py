@@ -11,11 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.breaker import BreakerConfig
 from router.errors import ConfigError
+from router.yaml_file import read_mapping
 
 Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
 STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic")
@@ -167,15 +167,7 @@ def _merge(shipped: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"routing file {str(path)!r} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"routing file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"routing file {str(path)!r} must be a mapping, got {type(data).__name__}")
-    return data
+    return read_mapping(path, "routing file")
 
 
 def routing_from_dict(data: dict[str, Any], source: str = "<dict>") -> RoutingConfig:
