@@ -1,7 +1,8 @@
-"""The machinery shared by the loopback provider servers: a threaded stdlib HTTP server on
-127.0.0.1, scripted answers, queued/sticky/random faults, and a ``stop()`` that cuts kept-alive
-connections as a killed process would. The protocol classes in ``providers.py`` say what a valid
-request is and what answers and errors look like on the wire.
+"""The machinery shared by the loopback servers. ``HTTPFixture``: a threaded stdlib HTTP server on
+127.0.0.1 whose ``stop()`` cuts kept-alive connections as a killed process would (also under
+``FakeVLLM``). ``LoopbackServer``, for the premium providers: scripted answers and
+queued/sticky/random faults. The protocol classes in ``providers.py`` say what a valid request is
+and what answers and errors look like on the wire.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 FAULTS = ("429", "500", "overloaded", "slow", "malformed", "no_usage", "drop", "400", "401", "quota")
 SOAK_FAULTS = ("429", "500", "overloaded", "slow", "malformed", "no_usage", "drop")
@@ -29,13 +30,78 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class HTTPFixture:
+    """A threaded stdlib HTTP server on 127.0.0.1 for tests; ``stop()`` also cuts kept-alive
+    connections, as a killed process would. Subclasses give ``_handler()`` (a ``FixtureHandler``)."""
+
+    def __init__(self) -> None:
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        # A short poll interval so stop() returns at once (the default 0.5 s adds up over a test run).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._connections.clear()
+
+
+class FixtureHandler(BaseHTTPRequestHandler):
+    """Keep-alive, no Nagle delay, silent, its connection tracked by ``fixture`` for ``stop()``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    fixture: HTTPFixture
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fixture._lock:
+            self.fixture._connections.add(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
 
-class LoopbackServer:
+class LoopbackServer(HTTPFixture):
     """Subclasses implement ``handle(method, path, headers, body) -> (payload dict, model)``, ``error_body``,
     ``strip_usage`` and the fault statuses."""
 
@@ -56,38 +122,9 @@ class LoopbackServer:
         self._faults: deque[tuple[str, float]] = deque()
         self._sticky: tuple[str, float] | None = None
         self._seen_system: set[str] = set()
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
-        # A short poll interval so stop() returns at once (the default 0.5 s adds up over a test run).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        super().__init__()
 
     # -- control ------------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> LoopbackServer:
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._connections.clear()
-
     def script(self, query: str, *answers: str, model: str | None = None) -> None:
         """Answers for a user message, in order; the last one repeats. ``model`` scopes them."""
         self._scripts[(model, query)] = deque(answers)
@@ -156,26 +193,8 @@ class LoopbackServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def setup(self) -> None:
-                super().setup()
-                with fake._lock:
-                    fake._connections.add(self.connection)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                return
-
-            def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+        class Handler(FixtureHandler):
+            fixture = fake
 
             def _fail(self, err: ApiError) -> None:
                 self._send(err.status, json.dumps(fake.error_body(err.status, err.kind, err.message)).encode(),

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from router.testing.loopback import FixtureHandler, HTTPFixture
 
 _CHAT_FIELDS = {
     "model", "messages", "temperature", "max_tokens", "max_completion_tokens", "top_p", "n", "stream",
@@ -31,7 +32,7 @@ class BadRequest(Exception):
         self.status, self.kind, self.param = status, kind, param
 
 
-class FakeVLLM:
+class FakeVLLM(HTTPFixture):
     def __init__(self, model: str = "Qwen/Qwen2.5-1.5B-Instruct", legacy: bool = False) -> None:
         self.model = model
         self.legacy = legacy  # pre-0.12: guided_choice instead of structured_outputs
@@ -40,32 +41,11 @@ class FakeVLLM:
         self.sticky_fault: tuple[str, float] | None = None
         self.requests: list[dict[str, Any]] = []
         self._last_system = ""
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
-        port = self._server.server_address[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-    def start(self) -> FakeVLLM:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Like killing the process: stop listening and cut the kept-alive connections too."""
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._connections.clear()
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def fault(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
         for _ in range(times):
@@ -128,24 +108,8 @@ class FakeVLLM:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-            def setup(self) -> None:
-                super().setup()
-                with fake._lock:
-                    fake._connections.add(self.connection)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                return
-
-            def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+        class Handler(FixtureHandler):
+            fixture = fake
 
             def _error(self, exc: BadRequest) -> None:
                 body = {"error": {"message": str(exc), "type": exc.kind, "param": exc.param, "code": exc.status}}
@@ -184,12 +148,8 @@ class FakeVLLM:
                     return
                 elif kind in {"500", "429"}:
                     if kind == "429":
-                        self.send_response(429)
-                        self.send_header("Retry-After", "1")
-                        payload = b'{"error": {"message": "rate limited", "type": "RateLimitError", "code": 429}}'
-                        self.send_header("Content-Length", str(len(payload)))
-                        self.end_headers()
-                        self.wfile.write(payload)
+                        self._send(429, b'{"error": {"message": "rate limited", "type": "RateLimitError", '
+                                        b'"code": 429}}', {"Retry-After": "1"})
                         return
                     self._send(500, b'{"error": {"message": "internal error", "type": "InternalServerError", '
                                     b'"code": 500}}')
