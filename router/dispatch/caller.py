@@ -100,8 +100,8 @@ class ModelCaller:
                 exc = CircuitOpen(ref.key, f"breaker open, next probe in {breaker.retry_after():.1f}s")
                 errors.append(exc)
                 models.append(ref.key)
-                attempts.append(Attempt(ref.provider, ref.model, 0, exc.reason, 0.0, str(exc)))
-                self._trace(stage, skill, session, ref, 0, exc.reason, 0.0, None, Decimal(0), fallback_from, str(exc))
+                self._record(attempts, stage, skill, session, ref, 0, exc.reason, 0.0, None, Decimal(0), fallback_from,
+                             str(exc))
                 continue
             try:
                 completion, cost = await self._retrying(stage, skill, session, ref, request, fallback_from, attempts)
@@ -159,9 +159,8 @@ class ModelCaller:
             self.ledger.release(reservation)
             breaker.record_failure()
             latency = (time.perf_counter() - started) * 1000
-            attempts.append(Attempt(ref.provider, ref.model, number, exc.reason, latency, str(exc)))
-            self._trace(stage, skill, session, ref, number, exc.reason, latency, None, Decimal(0), fallback_from,
-                        str(exc))
+            self._record(attempts, stage, skill, session, ref, number, exc.reason, latency, None, Decimal(0),
+                         fallback_from, str(exc))
             raise
         except BaseException:
             self.ledger.release(reservation)  # cancelled: nothing settles, the budget is freed
@@ -170,13 +169,14 @@ class ModelCaller:
         cost = call_cost(price, completion.usage)
         self.ledger.settle(reservation, completion.usage.total, cost)
         breaker.record_success()
-        attempts.append(Attempt(ref.provider, ref.model, number, "ok", latency))
-        self._trace(stage, skill, session, ref, number, "ok", latency, completion, cost, fallback_from, None)
+        self._record(attempts, stage, skill, session, ref, number, "ok", latency, completion, cost, fallback_from, None)
         return completion, cost
 
-    def _trace(self, stage: Stage, skill: str, session: str, ref: ModelRef, attempt: int, status: str,
-               latency_ms: float, completion: Completion | None, cost: Decimal, fallback_from: str | None,
-               error: str | None) -> None:
+    def _record(self, attempts: list[Attempt], stage: Stage, skill: str, session: str, ref: ModelRef, attempt: int,
+                status: str, latency_ms: float, completion: Completion | None, cost: Decimal,
+                fallback_from: str | None, error: str | None) -> None:
+        """One attempt: into the call's own list and, as a trace record, into the sink."""
+        attempts.append(Attempt(ref.provider, ref.model, attempt, status, latency_ms, error))
         usage = completion.usage if completion is not None else None
         record: dict[str, Any] = {
             "ts": time.time(), "kind": "call", "session": session, "skill": skill, "stage": stage,

@@ -25,7 +25,7 @@ from router.dispatch.config import ModelRef, Stage
 from router.dispatch.dispatcher import Dispatcher
 from router.dispatch.extraction import validate_params
 from router.dispatch.providers import ChatRequest, Message
-from router.errors import ConfigError, InvalidParameters, RouterError
+from router.errors import ConfigError, RouterError
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ async def _extract_case(d: Dispatcher, case: GoldenCase, session: str, chain: li
     started = time.perf_counter()
     try:
         got, calls = await d.aextract(session, case.skill, case.text, chain=chain)
-    except (InvalidParameters, RouterError) as exc:
+    except RouterError as exc:  # InvalidParameters, FallbacksExhausted, BudgetExceeded, ...
         return Outcome(False, type(exc).__name__ + ": " + str(exc)[:160], Decimal(0), 0,
                        (time.perf_counter() - started) * 1000)
     cost = sum((Decimal(str(c.cost_usd)) for c in calls), Decimal(0))
