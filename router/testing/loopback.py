@@ -94,6 +94,16 @@ class FixtureHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def slow_or_drop(self, kind: str | None, seconds: float) -> bool:
+        """The two faults every fixture serves alike; True when the connection was dropped (answer nothing)."""
+        if kind == "slow":
+            time.sleep(seconds)
+        elif kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
+
 
 class ApiError(Exception):
     def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -219,15 +229,11 @@ class LoopbackServer(HTTPFixture):
                 if kind is not None:
                     with fake._lock:
                         fake.faults_served[kind] = fake.faults_served.get(kind, 0) + 1
-                if kind == "slow":
-                    time.sleep(seconds)
-                elif kind == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if self.slow_or_drop(kind, seconds):
                     return
-                elif kind == "no_usage":
+                if kind == "no_usage":
                     fake.strip_usage(payload)
-                elif kind is not None and kind != "malformed":
+                elif kind is not None and kind not in {"malformed", "slow"}:
                     self._fail(fake.fault_error(kind))
                     return
                 data = json.dumps(payload).encode()

@@ -11,7 +11,6 @@ among the choices, as a broken server might send).
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler
@@ -140,13 +139,9 @@ class FakeVLLM(HTTPFixture):
                     self._error(exc)
                     return
                 kind, seconds = fake.next_fault()
-                if kind == "slow":
-                    time.sleep(seconds)
-                elif kind == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if self.slow_or_drop(kind, seconds):
                     return
-                elif kind in {"500", "429"}:
+                if kind in {"500", "429"}:
                     if kind == "429":
                         self._send(429, b'{"error": {"message": "rate limited", "type": "RateLimitError", '
                                         b'"code": 429}}', {"Retry-After": "1"})
