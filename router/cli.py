@@ -1,4 +1,4 @@
-"""The ``router`` command: build, classify, eval, serve, eval-skills, drill, models export."""
+"""The ``router`` command: build, classify, eval, serve, eval-skills, drill, bench compare, models export."""
 
 from __future__ import annotations
 
@@ -228,12 +228,32 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if report["verdict"] == "ok" else 1
 
 
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    try:
+        from bench.compare.cli import run
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("bench"):
+            raise
+        raise ConfigError("router bench compare runs from a source checkout (bench/ is not in the wheel): "
+                          "pip install -e '.[bench]' in the repository") from exc
+    return run(args)
+
+
 def cmd_models_export(args: argparse.Namespace) -> int:
     from router.encoders.onnx import onnx_model_path
     from router.model_store import load_manifest
 
     print(onnx_model_path(load_manifest(args.model)))
     return 0
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    try:
+        from bench.compare.cli import add_arguments
+    except ImportError:  # an installed wheel without bench/: the command explains when run
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    add_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="extraction", choices=["routing", "extraction", "formatting", "diagnostic"])
     p.set_defaults(func=cmd_drill)
 
+    p = sub.add_parser("bench", help="benchmarks")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    b = bsub.add_parser("compare", help="tiered-router vs semantic-router vs an LLM every turn, "
+                                        "on CLINC150 and BANKING77; writes a report")
+    _add_bench_args(b)
+    b.set_defaults(func=cmd_bench_compare)
+
     p = sub.add_parser("models", help="model files")
     msub = p.add_subparsers(dest="models_command", required=True)
     e = msub.add_parser("export", help="write the ONNX file of a safetensors model into models/cache/")
@@ -306,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args))
     except RouterError as exc:

@@ -1,0 +1,89 @@
+"""(a) tiered-router, tiers 0-1, and (b) the same index with the tier-2 LLM switched on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+from bench.compare.methods.base import MethodContext, Outcome
+from router.builder import Builder
+from router.config import RouterConfig, RulesConfig
+from router.decision import TIER_LLM, TIER_RULES, Decision
+from router.llm.config import LLMConfig
+from router.router import Router
+
+_INDEX = "tiered_index"
+
+
+def _tier(d: Decision) -> str:
+    if d.tier in (TIER_RULES, TIER_LLM):
+        return d.tier
+    if d.out_of_scope:
+        return "out_of_scope"
+    if d.degraded:
+        return "degraded"
+    return "escalated" if d.escalate else "embedding"
+
+
+def outcome_of(d: Decision) -> Outcome:
+    # Full coverage means ignoring abstention: an LLM's "none" falls back to tier 1's best guess.
+    guess = d.intent if d.intent is not None else (d.candidates[0].intent if d.candidates else None)
+    return Outcome(guess, d.accepted, d.confidence, _tier(d), d.llm)
+
+
+def shared_index(ctx: MethodContext) -> tuple[Path, float]:
+    """Build the context's index once; (b) and the HTTP row reuse (a)'s, as a user would."""
+    built = ctx.shared.get(_INDEX)
+    if built is None:
+        train, val = ctx.data.write_train(ctx.scratch / "data")
+        config = RouterConfig(name=f"bench-{ctx.data.name}", intents=str(train),
+                              validation=str(val) if val else None, encoder=ctx.encoder,
+                              rules=RulesConfig(mine=ctx.mine_rules))
+        report = Builder(config).build(ctx.scratch / f"index-{ctx.data.name}")
+        built = (report.folder, report.manifest.build_seconds)
+        ctx.shared[_INDEX] = built
+    assert isinstance(built, tuple)
+    return built
+
+
+class Tiered:
+    def __init__(self, ctx: MethodContext, sample: int | None, tier2: bool) -> None:
+        self.ctx = ctx
+        self.sample = sample
+        self.tier2 = tier2
+        self.name = "tiered-router, tiers 0-1 + tier 2" if tier2 else "tiered-router, tiers 0-1"
+        self.notes: list[str] = []
+        self.router: Router | None = None
+
+    def build(self) -> float:
+        folder, build_seconds = shared_index(self.ctx)
+        self.notes.append(f"build: encode the training examples, train the head, fit thresholds "
+                          f"({build_seconds:.1f} s)")
+        started = time.perf_counter()
+        llm: LLMConfig | Literal["off"] = self.ctx.llm.model_copy(update={"gate": "on"}) if self.tier2 else "off"
+        self.router = Router.load(folder, encoder=self.ctx.encoder, llm=llm)
+        if self.tier2:
+            assert self.router.tier2 is not None
+            self.router.tier2.warm()
+            backend = self.ctx.llm.backends[0]
+            self.notes.append(f"tier 2 forced on (the shipped gate keeps a model that does not beat tier 1 off): "
+                              f"{backend.backend} {backend.model or ''}, plus {time.perf_counter() - started:.1f} s "
+                              "to load and warm it")
+        return build_seconds + time.perf_counter() - started
+
+    def classify(self, text: str) -> Outcome:
+        assert self.router is not None, "build() first"
+        return outcome_of(self.router.classify(text))
+
+    def close(self) -> None:
+        if self.router is not None:
+            self.router.close()
+
+
+def tiers01(ctx: MethodContext, sample: int | None) -> Tiered:
+    return Tiered(ctx, sample, tier2=False)
+
+
+def with_tier2(ctx: MethodContext, sample: int | None) -> Tiered:
+    return Tiered(ctx, sample, tier2=True)
