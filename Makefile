@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-llm index run demo test test-slow test-llm bench lint clean
+.PHONY: install install-llm index run demo test test-slow test-llm bench compare lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ test-llm: install-llm
 bench: index
 	$(BIN)/pytest bench -q -s --benchmark-enable --benchmark-columns=min,median,mean,max,ops \
 		--benchmark-sort=name -p no:randomly
+
+# The comparison report in bench/report/ (README "Benchmarks"): about 35 minutes on 2 cores.
+compare: install-llm
+	$(BIN)/router bench compare --out bench/report
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict
 class Calibration(BaseModel):
     """Fitted thresholds plus the figures they reached on the held-out split."""
 
-    model_config = ConfigDict(extra="forbid")
+    # accept_threshold is inf when no threshold reaches the target; JSON's null would not load back.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
     accept_threshold: float
     oos_similarity_floor: float
     target_precision: float

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from router.calibration import fit_calibration
+from router.calibration import Calibration, fit_calibration
 
 
 def synthetic(n: int = 2000, n_oos: int = 100, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -52,6 +52,14 @@ def test_unreachable_target_accepts_nothing() -> None:
     c[:] = False
     cal = fit_calibration(s, c, o, near, target_precision=0.97)
     assert math.isinf(cal.accept_threshold) and "escalates everything" in cal.note
+
+
+def test_an_unreachable_threshold_survives_the_manifest_round_trip() -> None:
+    # A tiny intent set can miss the target: the index must still load (JSON null did not).
+    cal = fit_calibration(np.array([0.9, 0.8]), np.array([True, False]), np.array([False, False]),
+                          np.array([0.9, 0.9]), target_precision=0.99)
+    assert cal.accept_threshold == math.inf
+    assert Calibration.model_validate_json(cal.model_dump_json()).accept_threshold == math.inf
 
 
 def test_oos_floor_is_a_low_quantile_of_in_scope_similarity() -> None:

@@ -18,7 +18,7 @@ def _csv(value: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for report.md, results.json, queries.jsonl and the PNGs")
+    p.add_argument("--out", required=True, help="folder for report.md, results.json, queries.jsonl.gz and the PNGs")
     p.add_argument("--datasets", type=_csv, help="comma-separated (default: clinc150,banking77)")
     p.add_argument("--methods", type=_csv, help="comma-separated, of: tiers01, tiers01-http, tier2, semantic-router, "
                                                 "semantic-router-fitted, llm-every-turn (default: all)")
@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaling-sizes", help="comma-separated example counts, or 'none' "
                                            "(default 1000,4096,10000,100000,1000000)")
     p.add_argument("--seed", type=int, help="seed of the test-query samples (default 0)")
+    p.add_argument("--render-only", action="store_true",
+                   help="re-write report.md and the plots from the results.json and queries.jsonl.gz in --out")
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
@@ -74,6 +76,15 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 def run(args: argparse.Namespace) -> int:
     from bench.compare.runner import run_compare
 
+    if args.render_only:
+        from bench.compare.report import load_results, write_report
+
+        out = Path(args.out)
+        if not (out / "results.json").is_file():
+            raise ConfigError(f"--out={args.out!r} has no results.json to render; run without --render-only first")
+        write_report(load_results(out), out)
+        print(f"report: {out / 'report.md'} (re-rendered)")
+        return 0
     config = config_from_args(args)
     results = run_compare(config)
     print(f"report: {config.out / 'report.md'} ({results['wall_s'] / 60:.1f} min)")

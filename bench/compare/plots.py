@@ -39,7 +39,9 @@ def coverage_accuracy(plt: Any, results: dict[str, Any], path: Path) -> None:
             if run["key"] in NO_CURVE:
                 line = ax.plot([], [], "o", label=f"{run['method']} (its rule only)")
             else:
-                line = ax.plot(run["curve"]["coverage"], run["curve"]["accuracy"], label=run["method"], lw=1.4)
+                # Over HTTP the decisions are the in-process ones: dashed, so both lines show.
+                style = "--" if run["key"] == "tiers01-http" else "-"
+                line = ax.plot(run["curve"]["coverage"], run["curve"]["accuracy"], style, label=run["method"], lw=1.4)
             if point["accuracy"] is not None:
                 ax.plot([point["coverage"]], [point["accuracy"]], "o", color=line[0].get_color(), ms=7)
         ax.set_title(f"{name}: accuracy of the answered queries")
@@ -68,10 +70,10 @@ def latency_per_tier(plt: Any, results: dict[str, Any], path: Path) -> None:
                 groups[run["method"]] = [r.latency_us / 1000.0 for r in run["records"]]
         ordered = sorted(groups, key=lambda g: (not g.startswith("tier"), TIER_ORDER.index(g[6:])
                                                 if g[6:] in TIER_ORDER else 99, g))
-        ax.boxplot([groups[g] for g in ordered], vert=False, whis=(1, 99), showfliers=False)
+        ax.boxplot([groups[g] for g in ordered], orientation="horizontal", whis=(1, 99), showfliers=False)
         ax.set_yticks(range(1, len(ordered) + 1), [f"{g} (n={len(groups[g])})" for g in ordered], fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("ms per query (box: quartiles, whiskers: p1-p99), log scale")
+        ax.set_xlabel("ms per query, log scale (box: quartiles; whiskers: p1-p99)")
         ax.set_title(f"{name}: latency per tier")
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()

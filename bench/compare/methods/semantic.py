@@ -80,10 +80,14 @@ class SemanticRouter:
         self.router = IndexedRouter(encoder=encoder, routes=_routes(train))
         if self.fitted:
             assert fit_on is not None
-            report = self.router.fit(fit_on.texts, [None if lab == OOS else lab for lab in fit_on.labels])
-            self.router.confidence_threshold = self.FIT_THRESHOLD
-            self.notes.append(f"fit: {report.method} on {report.n} queries, confidence_threshold "
-                              f"{self.FIT_THRESHOLD}")
+            try:
+                report = self.router.fit(fit_on.texts, [None if lab == OOS else lab for lab in fit_on.labels])
+            except ValueError as exc:  # e.g. every fitting query right: nothing to calibrate against
+                self.notes.append(f"its fit refused this data ({exc}), so it stays at its defaults")
+            else:
+                self.router.confidence_threshold = self.FIT_THRESHOLD
+                self.notes.append(f"fit: {report.method} on {report.n} queries, confidence_threshold "
+                                  f"{self.FIT_THRESHOLD}")
         seconds = time.perf_counter() - started
         self.notes.append(f"semantic-router {__version__}, IndexedRouter defaults (LocalIndex, top_k 5, mean)")
         return seconds
