@@ -31,6 +31,12 @@ def _panels(plt: Any, results: dict[str, Any], height: float = 5.5) -> tuple[Any
     return fig, list(axes[0])
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def coverage_accuracy(plt: Any, results: dict[str, Any], path: Path) -> None:
     fig, axes = _panels(plt, results)
     for ax, (name, dataset) in zip(axes, results["datasets"].items(), strict=True):
@@ -50,9 +56,7 @@ def coverage_accuracy(plt: Any, results: dict[str, Any], path: Path) -> None:
         ax.set_xlim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def latency_per_tier(plt: Any, results: dict[str, Any], path: Path) -> None:
@@ -76,9 +80,7 @@ def latency_per_tier(plt: Any, results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("ms per query, log scale (box: quartiles; whiskers: p1-p99)")
         ax.set_title(f"{name}: latency per tier")
         ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def escalation(plt: Any, results: dict[str, Any], path: Path) -> None:
@@ -98,9 +100,7 @@ def escalation(plt: Any, results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("share of test queries, by the tier that answered")
         ax.set_title(f"{name}: escalation")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def scaling(plt: Any, results: dict[str, Any], path: Path) -> None:
@@ -119,9 +119,7 @@ def scaling(plt: Any, results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def write_plots(results: dict[str, Any], folder: Path) -> None:

@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,6 +27,13 @@ from router.llm.config import LLMBackendConfig, LLMConfig
 
 DEFAULT_LLM = LLMBackendConfig(backend="llama_cpp", model="smollm2-135m-q4", timeout_s=60.0)
 LLM_METHODS = {"tier2", "llm-every-turn"}
+
+
+def _known(kind: str, value: list[str], known: Mapping[str, object]) -> list[str]:
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {unknown}; known: {sorted(known)}")
+    return value
 
 
 class CompareConfig(BaseModel):
@@ -53,18 +60,12 @@ class CompareConfig(BaseModel):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, value: list[str]) -> list[str]:
-        unknown = [d for d in value if d not in DATASETS]
-        if unknown:
-            raise ValueError(f"unknown dataset(s) {unknown}; known: {sorted(DATASETS)}")
-        return value
+        return _known("dataset", value, DATASETS)
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-        return value
+        return _known("method", value, METHODS)
 
     @field_validator("scaling_sizes")
     @classmethod
