@@ -180,3 +180,7 @@ def check_llm_installed(config: CompareConfig) -> None:
     except ImportError as exc:
         raise ConfigError("methods tier2 and llm-every-turn need llama-cpp-python (make install-llm), or "
                           "--llm memory / openai_compatible, or leave them out with --methods") from exc
+    from router.llm.llama_inproc import gguf_path
+
+    assert config.llm.model is not None  # required for llama_cpp by LLMBackendConfig
+    gguf_path(config.llm.model)  # the model package installed and its file intact
