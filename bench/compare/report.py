@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 from dataclasses import asdict
@@ -133,8 +134,7 @@ def switch_explanation(scaling: dict[str, Any]) -> list[str]:
                   f"from {weak[0]:,} examples ({r['recall_at_k']:.3f}; {hnsw['recall_at_k']:.3f} at {largest:,}), "
                   "and the nearest similarity it reports, which the out-of-scope test reads, was low by "
                   f"{r['nearest_sim_error']:.4f} on average ({hnsw['nearest_sim_error']:.4f} at {largest:,}). "
-                  "For indexes that large raise `vector_index.ef_search` (a search-time setting, no rebuild) "
-                  "and re-check recall."]
+                  "For indexes that large raise `vector_index.ef_search` and re-check recall."]
     return lines
 
 
@@ -204,7 +204,8 @@ def load_results(folder: Path) -> dict[str, Any]:
 def write_report(results: dict[str, Any], folder: Path) -> None:
     (folder / "report.md").write_text(render(results))
     (folder / "results.json").write_text(json.dumps(_jsonable(results), indent=2, default=str) + "\n")
-    with gzip.open(folder / QUERIES, "wt") as fh:
+    # mtime=0: re-rendering the same run writes the same bytes.
+    with gzip.GzipFile(folder / QUERIES, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8") as fh:
         for name, dataset in results["datasets"].items():
             for run in dataset["runs"]:
                 for record in run["records"]:
