@@ -1,7 +1,7 @@
 """The vector index as examples grow: exact (FAISS flat) against HNSW, on synthetic vectors.
 
 The vectors are clustered like sentence embeddings (one cluster per intent, unit length, about
-0.6 cosine within a cluster) at MiniLM's 384 dimensions. Per size and kind: build time, the
+0.6 cosine to their cluster's centre) at MiniLM's 384 dimensions. Per size and kind: build time, the
 index's serialised size (its memory), one-query search latency (k = the router's ``neighbours``),
 and for HNSW its recall@k against the exact result and the error of the nearest similarity (the
 router's out-of-scope test reads that one number). The per-intent similarity scan the router
