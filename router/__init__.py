@@ -1,4 +1,4 @@
-"""tiered-router: decide each query's intent with rules, then embeddings, then (rarely) an LLM.
+"""tiered-router: decide each query's intent with rules, a static token table, a transformer, then (rarely) an LLM.
 
 Nothing heavy is imported here: ONNX Runtime, FAISS and tokenizers load when a
 Router or Builder is first built.
@@ -13,6 +13,7 @@ from router.config import (
     LimitsConfig,
     RouterConfig,
     RulesConfig,
+    StaticConfig,
     VectorIndexConfig,
     load_config,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "RuleSet",
     "RulesConfig",
     "StaleIndexError",
+    "StaticConfig",
     "VectorIndex",
     "VectorIndexConfig",
     "intent_set_from_yaml",

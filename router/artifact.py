@@ -3,7 +3,8 @@
 Files: ``manifest.json`` (encoder id and hash, dimension, intent-set hash, library
 versions, build time, calibration figures), ``intents.json``, ``head.npz``,
 ``examples.npz`` (example vectors grouped by intent), ``vectors.*`` (the vector
-index), ``rules.json``, ``config.json``. Written to a temporary folder and renamed
+index), ``rules.json``, ``config.json``, and ``static.npz`` (tier 1a's token table, head
+and example vectors, with the table's encoder id inside and its sha256 in the manifest). Written to a temporary folder and renamed
 into place, so a reader never sees half an index.
 """
 
@@ -27,9 +28,11 @@ from router.head import LinearHead
 from router.intents import IntentSet
 from router.llm.config import LLMGate
 from router.rules import IntentRules
+from router.static.model import StaticManifest, StaticModel
 from router.vectors import VectorIndex, load_index
 
-FORMAT_VERSION = 1
+# 2: the static tier (static.npz and the manifest's ``static`` record).
+FORMAT_VERSION = 2
 
 
 class MinedRuleRecord(BaseModel):
@@ -59,6 +62,8 @@ class IndexManifest(BaseModel):
     calibration: Calibration
     mined_rules: list[MinedRuleRecord] = []
     llm_gate: LLMGate | None = None
+    # Tier 1a; None when the index was built with the static tier off.
+    static: StaticManifest | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -82,6 +87,7 @@ class IndexArtifact:
     offsets: np.ndarray  # class c owns rows offsets[c]:offsets[c+1]
     vectors: VectorIndex  # the same rows, searchable
     rules: list[IntentRules]
+    static: StaticModel | None = None  # loaded only when served with the static tier on
 
     def save(self, folder: Path) -> None:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +103,8 @@ class IndexArtifact:
             rules = [{"intent": r.intent, "patterns": list(r.patterns), "keywords": list(r.keywords)}
                      for r in self.rules]
             (tmp / "rules.json").write_text(json.dumps(rules, indent=1))
+            if self.static is not None:
+                self.static.save(tmp)
             old = folder.with_name(f".{folder.name}.old")
             if folder.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -152,7 +160,8 @@ def check_fresh(manifest: IndexManifest, encoder_id: str, intents: IntentSet | N
         )
 
 
-def load_artifact(folder: Path, vector_options: dict[str, int] | None = None) -> IndexArtifact:
+def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, static: bool = True) -> IndexArtifact:
+    """``static=False`` skips the static table (served with ``--static off``)."""
     manifest = read_manifest(folder)
     try:
         config = RouterConfig.model_validate_json((folder / "config.json").read_text())
@@ -169,4 +178,8 @@ def load_artifact(folder: Path, vector_options: dict[str, int] | None = None) ->
     vectors = load_index(manifest.vector_index, folder / _vector_file(manifest.vector_index), vector_options or {})
     if len(vectors) != len(examples) or examples.shape[1] != manifest.dimension:
         raise IndexError_(f"index {folder}: vector count or dimension disagrees with the manifest; rebuild it")
-    return IndexArtifact(manifest, config, intents, head, head_intents, examples, offsets, vectors, rules)
+    static_model = None
+    if static and manifest.static is not None:
+        static_model = StaticModel.load(folder, manifest.static, manifest.encoder_id)
+    return IndexArtifact(manifest, config, intents, head, head_intents, examples, offsets, vectors, rules,
+                         static_model)

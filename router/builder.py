@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from router.artifact import (
 from router.calibration import Calibration, fit_calibration, unfitted_calibration
 from router.config import RouterConfig
 from router.datasets import load_dataset
-from router.encoders import Encoder, build_encoder
+from router.encoders import Encoder, TokenEncoder, build_encoder, token_encoder
+from router.errors import ConfigError
+from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
 from router.head import LinearHead, train_head
 from router.intents import (
     OOS,
@@ -32,20 +35,14 @@ from router.intents import (
     read_labelled,
     training_pairs,
 )
-from router.llm.config import LLMConfig, LLMGate
-from router.llm.gate import decide_gate, tier2_metrics
+from router.llm.measure import measure_gate
+from router.sources import resolve_sources
 from router.paths import indexes_dir
 from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
-from router.scoring import acceptance_score, class_max_similarity
+from router.static.fit import HeldoutIds, StaticFit, StaticFitter
+from router.static.model import HeldoutFigures, StaticManifest
 from router.vectors import choose_kind, new_index
-
-
-@dataclass
-class Sources:
-    intents: IntentSet
-    validation: Labelled | None
-    description: str
 
 
 @dataclass
@@ -55,46 +52,10 @@ class BuildReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_sources(config: RouterConfig) -> Sources:
-    if config.dataset is not None:
-        splits = load_dataset(config.dataset)
-        return Sources(intent_set_from_labelled(splits.train), splits.val, f"dataset:{config.dataset}")
-    assert config.intents is not None  # guaranteed by RouterConfig's validator
-    val = read_labelled(config.validation) if config.validation else None
-    return Sources(load_intent_source(config.intents), val, str(config.intents))
-
-
-def _stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold number per row, each class spread evenly over the folds."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), dtype=np.int64)
-    for cls in np.unique(labels):
-        rows = np.flatnonzero(labels == cls)
-        fold[rng.permutation(rows)] = np.arange(len(rows)) % folds
-    return fold
-
-
-def _heldout_evidence(
-    head: LinearHead, examples: np.ndarray, offsets: np.ndarray, queries: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best class, acceptance score and nearest-example similarity of held-out queries."""
-    probs = head.probabilities(queries)
-    best = probs.argmax(axis=1)
-    sims = queries @ examples.T
-    per_class = class_max_similarity(sims, offsets)
-    rows = np.arange(len(queries))
-    return best, acceptance_score(probs[rows, best], per_class[rows, best]), sims.max(axis=1)
-
-
-def _group_by_class(vectors: np.ndarray, classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(classes, kind="stable")
-    counts = np.bincount(classes, minlength=n_classes)
-    return np.ascontiguousarray(vectors[order]), np.concatenate([[0], np.cumsum(counts)])
-
-
 class Builder:
-    def __init__(self, config: RouterConfig, encoder: Encoder | None = None) -> None:
+    def __init__(self, config: RouterConfig, encoder: Encoder | None = None, progress: bool = False) -> None:
         self.config = config
+        self.progress = progress
         # Build-time encoding sees each text once: an LRU cache would only cost memory.
         uncached = config.encoder.model_copy(update={"cache_size": 0})
         self.encoder = encoder if encoder is not None else build_encoder(uncached)
@@ -103,55 +64,40 @@ class Builder:
         h = self.config.head
         return train_head(vectors, classes, n_classes, l2=h.l2, epochs=h.epochs, learning_rate=h.learning_rate)
 
-    def _calibrate_on(self, val: Labelled, head: LinearHead, examples: np.ndarray, offsets: np.ndarray,
-                      names: list[str]) -> Calibration:
-        known = [lab == OOS or lab in names for lab in val.labels]
-        val = only(val, known)
-        vectors = self.encoder.encode(val.texts)
-        best, scores, nearest = _heldout_evidence(head, examples, offsets, vectors)
-        truth = np.array([names.index(lab) if lab != OOS else -1 for lab in val.labels])
-        return self._fit(scores, best == truth, truth < 0, nearest)
-
-    def _fit(self, scores: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, nearest: np.ndarray) -> Calibration:
+    def _fit(self, e: Evidence, **overrides: Any) -> Calibration:
         c = self.config.calibration
-        return fit_calibration(scores, correct, is_oos, nearest, c.target_precision, c.oos_prior, c.z,
-                               c.oos_floor_quantile)
+        args: dict[str, Any] = {"scores": e.score, "correct": e.correct, "nearest_similarity": e.nearest}
+        args.update(overrides)
+        return fit_calibration(args["scores"], args["correct"], e.is_oos, args["nearest_similarity"],
+                               c.target_precision, c.oos_prior, c.z, c.oos_floor_quantile, args.get("floor"))
 
-    def _cross_fit(
-        self, vectors: np.ndarray, classes: np.ndarray, oos_vectors: np.ndarray, n_classes: int
-    ) -> Calibration:
-        """No validation split: out-of-fold predictions from k heads stand in for held-out data."""
-        c = self.config.calibration
-        smallest = int(np.bincount(classes, minlength=n_classes).min())
-        if smallest < 2:
-            return unfitted_calibration(c.fallback_threshold, c.target_precision,
-                                        "an intent has fewer than 2 examples: thresholds not fitted, fallback used")
-        folds = min(c.folds, smallest)
-        fold = _stratified_folds(classes, folds)
-        oos_fold = np.arange(len(oos_vectors)) % folds
-        scores, correct, is_oos, nearest = [], [], [], []
-        for f in range(folds):
-            train = fold != f
-            head = self._train(vectors[train], classes[train], n_classes)
-            examples, offsets = _group_by_class(vectors[train], classes[train], n_classes)
-            held = np.vstack([vectors[~train], oos_vectors[oos_fold == f]])
-            truth = np.concatenate([classes[~train], np.full(int((oos_fold == f).sum()), -1)])
-            best, s, near = _heldout_evidence(head, examples, offsets, held)
-            scores.append(s)
-            correct.append(best == truth)
-            is_oos.append(truth < 0)
-            nearest.append(near)
-        return self._fit(*(np.concatenate(parts) for parts in (scores, correct, is_oos, nearest)))
+    def _token_encoder(self) -> TokenEncoder | None:
+        if not self.config.static.enabled:
+            return None
+        tok = token_encoder(self.encoder)
+        if tok is None:
+            raise ConfigError(
+                f"static.enabled=true needs an encoder that exposes its tokenizer, and "
+                f"encoder.backend={self.config.encoder.backend!r} does not; use backend 'onnx', or set "
+                f"static.enabled: false (router build --static off)")
+        return tok
 
     def _mine(self, pairs: Labelled, val: Labelled | None) -> list[MinedRule]:
         r = self.config.rules
         if val is None:  # hold out a fifth of the examples to check the mined rules on
-            holdout = _stratified_folds(np.array(pairs.labels), 5, seed=1) == 0
+            holdout = stratified_folds(np.array(pairs.labels), 5, seed=1) == 0
             train, val = only(pairs, list(~holdout)), only(pairs, list(holdout))
         else:
             train = pairs
         return mine_keyword_rules(train, val, r.min_precision, r.min_train_support, r.min_val_support,
                                   max_per_intent=r.max_per_intent)
+
+    def _encode(self, tok: TokenEncoder | None, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Vectors, and token ids when the static tier is on (tokenised once for both tiers)."""
+        if tok is None:
+            return self.encoder.encode(texts), []
+        ids = tok.token_ids(texts)
+        return tok.encode_ids(ids), ids
 
     def build(self, folder: Path | None = None) -> BuildReport:
         started = time.perf_counter()
@@ -159,9 +105,10 @@ class Builder:
         sources = resolve_sources(self.config)
         intents = sources.intents
         pairs = training_pairs(intents)
+        tok = self._token_encoder()
 
         t = time.perf_counter()
-        vectors = self.encoder.encode(pairs.texts)
+        vectors, ids = self._encode(tok, pairs.texts)
         seconds["encode"] = time.perf_counter() - t
         names = [i.name for i in intents.intents if i.examples]
         in_scope = np.array([lab != OOS for lab in pairs.labels])
@@ -171,14 +118,49 @@ class Builder:
         t = time.perf_counter()
         head = self._train(in_vectors, classes, len(names))
         seconds["head"] = time.perf_counter() - t
-        examples, offsets = _group_by_class(in_vectors, classes, len(names))
+        examples, offsets = group_by_class(in_vectors, classes, len(names))
 
         t = time.perf_counter()
-        if sources.validation is not None:
-            calibration = self._calibrate_on(sources.validation, head, examples, offsets, names)
+        c = self.config.calibration
+        smallest = int(np.bincount(classes, minlength=len(names)).min())
+        val = sources.validation
+        folds = min(c.folds, max(smallest, 2))
+        static_fit: StaticFit | None = None
+        alone = None
+        if val is None and smallest < 2:
+            calibration = unfitted_calibration(
+                c.fallback_threshold, c.target_precision,
+                "an intent has fewer than 2 examples: thresholds not fitted, fallback used")
+            if tok is not None:
+                raise ConfigError("static.enabled=true needs at least 2 examples per intent (or a validation "
+                                  "split) to calibrate the static tier; set static.enabled: false")
         else:
-            calibration = self._cross_fit(in_vectors, classes, oos_vectors, len(names))
-        seconds["calibration"] = time.perf_counter() - t
+            validation = None
+            val_ids: list[np.ndarray] = []
+            if val is not None:
+                val = only(val, [lab == OOS or lab in names for lab in val.labels])
+                truth = np.array([names.index(lab) if lab != OOS else -1 for lab in val.labels])
+                val_vectors, val_ids = self._encode(tok, val.texts)
+                validation = (val_vectors, truth)
+            if validation is not None:  # the served head is the one calibrated
+                evidence = score_queries(head, examples, offsets, *validation)
+            else:
+                evidence = heldout_evidence(lambda x, y: self._train(x, y, len(names)), in_vectors, classes,
+                                            len(names), oos_vectors, None, folds)
+            calibration = self._fit(evidence)
+            seconds["calibration"] = time.perf_counter() - t
+            if tok is not None:
+                t = time.perf_counter()
+                in_ids = [ids[i] for i in np.flatnonzero(in_scope)]
+                oos_ids = [ids[i] for i in np.flatnonzero(~in_scope)]
+                data = HeldoutIds(in_ids, classes, len(names), oos_ids,
+                                  None if validation is None else (val_ids, validation[1]), folds)
+                fitter = StaticFitter(self.config.static, c, self.config.head, self.config.encoder.models_dir,
+                                      self.progress)
+                static_fit = fitter.fit(tok, data)
+                seconds["static"] = time.perf_counter() - t
+                alone, calibration = calibration, self._joint(evidence, static_fit, calibration)
+        seconds.setdefault("calibration", time.perf_counter() - t)
 
         t = time.perf_counter()
         vi = self.config.vector_index
@@ -209,9 +191,11 @@ class Builder:
             build_seconds=round(seconds["total"], 3),
             calibration=calibration,
             mined_rules=[MinedRuleRecord(**vars(r)) for r in mined],
+            static=None if static_fit is None else _static_record(static_fit, calibration, alone),
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
-        IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules).save(folder)
+        IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
+                      None if static_fit is None else static_fit.model).save(folder)
         llm = self.config.llm
         if llm is not None and llm.gate == "auto" and sources.validation is not None:
             t = time.perf_counter()
@@ -220,25 +204,27 @@ class Builder:
             seconds["llm_gate"] = time.perf_counter() - t
         return BuildReport(folder, manifest, seconds)
 
+    def _joint(self, evidence: Evidence, static_fit: StaticFit, alone: Calibration) -> Calibration:
+        """Tier 1b's threshold fitted on what reaches it: the queries the static tier accepts count in
+        the end-to-end precision with the static tier's answers (infinite score), so the pipeline as a
+        whole reaches ``calibration.target_precision``. The out-of-scope floor stays tier 1b's own."""
+        accepted = static_fit.accepted()
+        joint = self._fit(
+            evidence,
+            scores=np.where(accepted, np.inf, evidence.score),
+            correct=np.where(accepted, static_fit.evidence.correct, evidence.correct),
+            nearest_similarity=np.where(accepted, np.inf, evidence.nearest),
+            floor=alone.oos_similarity_floor,
+        )
+        return joint
 
-def measure_gate(folder: Path, llm: LLMConfig, val: Labelled) -> LLMGate:
-    """Run tier 2 on (a sample of) the escalated validation queries; off if it does not beat tier 1."""
-    from router.router import Router
+def _static_record(fit: StaticFit, joint: Calibration, alone: Calibration) -> StaticManifest:
+    def figures(cal: Calibration) -> HeldoutFigures:
+        return HeldoutFigures(coverage=cal.coverage, precision=cal.precision, oos_recall=cal.oos_recall)
 
-    router = Router.load(folder, llm=llm.model_copy(update={"gate": "on"}))
-    try:
-        tier2 = router.tier2
-        assert tier2 is not None
-        fast = [router.classify_fast(t) for t in val.texts]
-        escalated = [i for i, d in enumerate(fast) if d.escalate]
-        if len(escalated) > llm.gate_sample:
-            rng = np.random.default_rng(0)
-            escalated = sorted(rng.choice(escalated, llm.gate_sample, replace=False).tolist())
-        tier2.warm()
-        settled = [tier2.resolve(val.texts[i], fast[i]) for i in escalated]
-        known = set(router.artifact.intents.names)
-        truth = [val.labels[i] if val.labels[i] in known else OOS for i in escalated]
-        primary = llm.backends[0]
-        return decide_gate(tier2_metrics(settled, truth), primary.label, primary.model or primary.backend)
-    finally:
-        router.close()
+    table = fit.model.table
+    return StaticManifest(
+        encoder_id=table.encoder_id, table_sha256=table.digest(), vocab=len(table.rows),
+        dimension=table.dimension, weighting=fit.weighting, weighting_coverage=fit.weighting_coverage,
+        calibration=fit.calibration, table_cached=fit.table_cached, table_seconds=fit.table_seconds,
+        end_to_end=figures(joint), transformer_only=figures(alone))

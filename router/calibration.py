@@ -56,9 +56,12 @@ def fit_calibration(
     oos_prior: float = 0.2,
     z: float = 1.0,
     oos_floor_quantile: float = 0.01,
+    floor: float | None = None,
 ) -> Calibration:
     """``scores``: acceptance score per held-out query; ``correct``: the head's best guess is right
-    (always False for out-of-scope queries); ``nearest_similarity``: to the nearest known example."""
+    (always False for out-of-scope queries); ``nearest_similarity``: to the nearest known example.
+    ``floor`` fixes the out-of-scope floor instead of taking it from the in-scope quantile (the
+    joint fit gives queries an earlier tier accepted an infinite score and similarity)."""
     n_oos = int(is_oos.sum())
     n_in = len(scores) - n_oos
     if n_in == 0:
@@ -73,7 +76,8 @@ def fit_calibration(
     effective_n = cum_w**2 / np.cumsum(w * w)
     lower = _wilson_lower(precision, effective_n, z)
     ok = np.flatnonzero(lower >= target_precision)
-    floor = float(np.quantile(nearest_similarity[~is_oos], oos_floor_quantile))
+    if floor is None:
+        floor = float(np.quantile(nearest_similarity[~is_oos], oos_floor_quantile))
     if len(ok) == 0:
         threshold = math.inf
         note = f"no threshold reaches precision {target_precision}; tier 1 escalates everything"

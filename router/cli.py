@@ -32,6 +32,8 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
             data["encoder"][key] = getattr(args, key)
     if args.mine_rules:
         data["rules"]["mine"] = True
+    if getattr(args, "static", None) is not None:
+        data["static"]["enabled"] = args.static == "on"
     if getattr(args, "llm", None):
         data["llm"] = _llm_from_args(args, data.get("llm"))
     try:
@@ -77,6 +79,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", help="encoder backend (onnx, st, hashing)")
     p.add_argument("--threads", type=int, help="encoder threads")
     p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0")
+    p.add_argument("--static", choices=["on", "off"], help="tier 1a, the static token table (default on)")
     _add_llm_args(p)
 
 
@@ -86,7 +89,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not (args.config or args.dataset or args.intents):
         args.dataset, args.name = "clinc150", args.name or "default"
     config = _config_from_args(args)
-    report = Builder(config).build()
+    report = Builder(config, progress=True).build()
     m = report.manifest
     for rule in m.mined_rules:
         print(f"rule {rule.intent:<28} {rule.keyword!r:<28} train support {rule.train_support:>4}  "
@@ -102,11 +105,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         "build_seconds": m.build_seconds,
         "stage_seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         "calibration": cal.model_dump(),
+        "static": m.static.model_dump() if m.static else None,
         "llm_gate": m.llm_gate.model_dump() if m.llm_gate else None,
     }, indent=2))
+    if m.static is not None:
+        e2e, alone = m.static.end_to_end, m.static.transformer_only
+        st = m.static.calibration
+        print(f"static tier: accepts {_pct(st.coverage)} of held-out in-scope queries at {_pct(st.precision, 2)} "
+              f"precision (weighting {m.static.weighting}); pipeline: coverage {_pct(e2e.coverage)}, precision "
+              f"{_pct(e2e.precision, 2)}, out-of-scope recall {_pct(e2e.oos_recall)} (transformer alone: "
+              f"{_pct(alone.coverage)}, {_pct(alone.precision, 2)}, {_pct(alone.oos_recall)})", file=sys.stderr)
     if m.llm_gate is not None:
         print(f"tier 2: {'on' if m.llm_gate.enabled else 'OFF'}: {m.llm_gate.reason}")
     return 0
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}%}"
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -160,7 +175,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     keys = ("host", "port", "index", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
             "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
-    options = {k: getattr(args, k) for k in keys}
+    options: dict[str, Any] = {k: getattr(args, k) for k in keys}
+    if args.static is not None:
+        options["static"] = args.static == "on"
     try:
         config = ServeConfig.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
@@ -283,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="default 127.0.0.1")
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--index", help="index name or folder (default: default)")
-    p.add_argument("--encoder-threads", type=int, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--encoder-threads", type=int, help="ONNX Runtime threads (default: one per core, at most 4)")
+    p.add_argument("--static", choices=["on", "off"], help="serve tier 1a, the static token table (default: on "
+                   "when the index has one)")
     p.add_argument("--encoder-cache-size", type=int, help="query-embedding cache entries (0: off)")
     p.add_argument("--batch-window-ms", type=float, help="micro-batch window (default 2)")
     p.add_argument("--batch-max", type=int, help="texts per micro-batch (default 32)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -50,6 +51,22 @@ class CalibrationConfig(_Strict):
     fallback_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class StaticConfig(_Strict):
+    """Tier 1a: the static token table distilled from the encoder, with its own head and calibration."""
+
+    enabled: bool = True
+    # PCA width of the table; None keeps the encoder's dimension. Checked against it at build time.
+    dim: int | None = Field(None, gt=0)
+    # Stricter than tier 1b's: what the static tier accepts never gets a second look.
+    target_precision: float = Field(0.99, gt=0.0, le=1.0)
+    # ``auto`` tries each weighting and keeps the one with the best held-out coverage at the target.
+    weighting: Literal["auto", "uniform", "sif", "idf"] = "auto"
+    epochs: int = Field(150, ge=1, le=100_000)
+    # The static out-of-scope check: similarity to the best intent's nearest example, at least this
+    # low quantile of held-out in-scope queries'.
+    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)
+
+
 class RulesConfig(_Strict):
     mine: bool = False
     min_precision: float = Field(0.995, gt=0.5, le=1.0)
@@ -75,6 +92,7 @@ class RouterConfig(_Strict):
     vector_index: VectorIndexConfig = VectorIndexConfig()
     head: HeadConfig = HeadConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    static: StaticConfig = StaticConfig()
     rules: RulesConfig = RulesConfig()
     limits: LimitsConfig = LimitsConfig()
     # Tier 2; None keeps escalated queries escalated (the caller decides).

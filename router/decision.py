@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 TIER_RULES = "rules"
+TIER_STATIC = "static"
 TIER_EMBEDDING = "embedding"
 TIER_LLM = "llm"
 

@@ -5,7 +5,9 @@ Definitions (out-of-scope queries are labelled ``oos``):
 - coverage_in_scope: in-scope test queries the router accepted (not escalated, not out of scope);
 - accepted_precision: accepted answers that are right, out-of-scope queries accepted counting as wrong;
 - oos_recall: out-of-scope test queries not accepted as an intent (null without any);
-- tier_share: share of all test queries per outcome (rules, embedding, escalated, out_of_scope);
+- tier_share: share of all test queries per outcome (rules, static, embedding, escalated, out_of_scope);
+- static_accepted_precision: the static tier's accepted answers that are right (out of scope counts wrong);
+- static_oos_leak: out-of-scope test queries the static tier accepted as an intent;
 - latency_*_us: whole ``classify`` calls, one query at a time.
 
 With tier 2 configured (``router eval --llm BACKEND``) the report adds the metrics of
@@ -26,7 +28,7 @@ import numpy as np
 
 from router.builder import Builder
 from router.config import RouterConfig
-from router.decision import TIER_RULES, Decision
+from router.decision import TIER_RULES, TIER_STATIC, Decision
 from router.intents import OOS, Labelled
 from router.llm.gate import tier2_metrics
 from router.paths import indexes_dir
@@ -44,9 +46,11 @@ def score_decisions(decisions: list[Decision], labels: list[str], known: set[str
     right = np.array([d.intent == t for d, t in zip(decisions, truth, strict=True)])
     guess_right = np.array([_best_guess(d) == t for d, t in zip(decisions, truth, strict=True)])
     n = len(decisions)
+    static = np.array([d.accepted and d.tier == TIER_STATIC for d in decisions])
     shares = {
         "rules": sum(d.accepted and d.tier == TIER_RULES for d in decisions) / n,
-        "embedding": sum(d.accepted and d.tier != TIER_RULES for d in decisions) / n,
+        "static": float(static.mean()),
+        "embedding": sum(d.accepted and d.tier not in (TIER_RULES, TIER_STATIC) for d in decisions) / n,
         "escalated": sum(d.escalate for d in decisions) / n,
         "out_of_scope": sum(d.out_of_scope for d in decisions) / n,
     }
@@ -56,6 +60,9 @@ def score_decisions(decisions: list[Decision], labels: list[str], known: set[str
         "accepted_precision": float(right[accepted].mean()) if accepted.any() else None,
         "oos_recall": float(1 - accepted[~in_scope].mean()) if (~in_scope).any() else None,
         "tier_share": {k: round(v, 4) for k, v in shares.items()},
+        # The static tier's own accepted answers: right ones over all it accepted, out of scope counting wrong.
+        "static_accepted_precision": float(right[static].mean()) if static.any() else None,
+        "static_oos_leak": float(static[~in_scope].mean()) if (~in_scope).any() else None,
         "n_test": n,
         "n_test_oos": int((~in_scope).sum()),
     }
@@ -109,6 +116,7 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool = False) -> di
                 "build_seconds": m.build_seconds,
                 "mined_rules": len(m.mined_rules),
                 "calibration": m.calibration.model_dump(),
+                "static": m.static.model_dump() if m.static else None,
             }
         )
         return result

@@ -31,7 +31,7 @@ def test_build_classify_and_eval_on_files(tmp_path: Path, monkeypatch: pytest.Mo
                 "latency_p50_us", "latency_p99_us", "n_test"):
         assert key in result
     assert result["n_test"] == 280 and result["accuracy_full"] > 0.9
-    assert set(result["tier_share"]) == {"rules", "embedding", "escalated", "out_of_scope"}
+    assert set(result["tier_share"]) == {"rules", "static", "embedding", "escalated", "out_of_scope"}
     assert not list(tmp_path.glob(".eval-*"))  # the scratch index is removed
 
 

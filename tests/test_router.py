@@ -28,8 +28,8 @@ def test_manifest_records_what_the_index_was_built_from(mini_index: Path, mini_i
     assert m.vector_index == "flat"  # 160 examples: below the HNSW switch
 
 
-def test_confident_paraphrase_is_accepted_by_tier1(mini_router: Router) -> None:
-    d = mini_router.classify("how much money do i have in my checking account")
+def test_confident_paraphrase_is_accepted_by_tier1(mini_index: Path) -> None:
+    d = Router.load(mini_index, static=False).classify("how much money do i have in my checking account")
     assert d.intent == "balance" and d.tier == "embedding"
     assert d.accepted and not d.escalate and not d.out_of_scope
     assert d.skill == "banking.balance"
@@ -159,7 +159,7 @@ def test_from_config_builds_and_checks_freshness(mini_intents: Path, mini_val: P
 
 def test_hashing_encoder_and_cross_fitting_without_validation(mini_intents: Path, tmp_path: Path) -> None:
     config = RouterConfig(name="h", intents=str(mini_intents), encoder=EncoderConfig(backend="hashing"),
-                          vector_index={"kind": "numpy"}, rules={"mine": True, "min_train_support": 3,
+                          static={"enabled": False}, vector_index={"kind": "numpy"}, rules={"mine": True, "min_train_support": 3,
                                                                  "min_val_support": 1})
     report = Builder(config).build(tmp_path / "h")
     cal = report.manifest.calibration
@@ -172,6 +172,6 @@ def test_too_few_examples_fall_back_to_the_configured_threshold(tmp_path: Path) 
     path = tmp_path / "tiny.yaml"
     path.write_text("intents:\n- name: a\n  examples: [hello there]\n- name: b\n  examples: [bye now, see you]\n")
     config = RouterConfig(name="t", intents=str(path), encoder=EncoderConfig(backend="hashing"),
-                          calibration={"fallback_threshold": 0.3})
+                          static={"enabled": False}, calibration={"fallback_threshold": 0.3})
     cal = Builder(config).build(tmp_path / "t").manifest.calibration
     assert not cal.fitted and cal.accept_threshold == 0.3 and "fewer than 2 examples" in cal.note

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from router.config import EncoderConfig
-from router.encoders.base import Encoder
+from router.encoders.base import Encoder, TokenEncoder
 from router.encoders.cache import CachedEncoder
 from router.errors import ConfigError
 from router.model_store import load_manifest
@@ -61,8 +61,15 @@ def build_encoder(config: EncoderConfig) -> Encoder:
     return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
 
 
+def token_encoder(encoder: Encoder) -> TokenEncoder | None:
+    """The tokenizer-exposing encoder behind ``encoder`` (through its cache), or None."""
+    inner = encoder.inner if isinstance(encoder, CachedEncoder) else encoder
+    return inner if isinstance(inner, TokenEncoder) else None
+
+
 def encoder_identity(config: EncoderConfig) -> str:
     return _backend(config).identity(config)
 
 
-__all__ = ["ENCODERS", "CachedEncoder", "Encoder", "EncoderBackend", "build_encoder", "encoder_identity"]
+__all__ = ["ENCODERS", "CachedEncoder", "Encoder", "EncoderBackend", "TokenEncoder", "build_encoder",
+           "encoder_identity", "token_encoder"]

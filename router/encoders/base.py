@@ -25,12 +25,36 @@ class Encoder(Protocol):
         ...
 
 
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+@runtime_checkable
+class TokenEncoder(Encoder, Protocol):
+    """An encoder that exposes its tokenizer: what the static tier needs to distil a token table
+    and to tokenise a query once for both the table lookup and the transformer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def special_ids(self) -> tuple[list[int], list[int]]:
+        """Ids placed before and after every text (for BERT: ``[CLS]`` and ``[SEP]``)."""
+        ...
+
+    def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+    def encode_ids(self, ids: Sequence[np.ndarray], normalize: bool = True) -> np.ndarray:
+        """Vectors of tokenised texts; ``normalize=False`` keeps the raw mean-pooled length."""
+        ...
+
+    def encode_with_ids(self, texts: Sequence[str], ids: Sequence[np.ndarray]) -> np.ndarray:
+        """Like ``encode``, reusing ``ids`` (``texts`` key a cache when there is one)."""
+        ...
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray, unit: bool = True) -> np.ndarray:
     """Mean of token vectors over the attention mask, then L2-normalised (sentence-transformers' recipe)."""
     m = mask[..., None].astype(np.float32)
     summed = (hidden * m).sum(axis=1)
     pooled = summed / np.clip(m.sum(axis=1), 1e-9, None)
-    return normalize(pooled)
+    return normalize(pooled) if unit else np.ascontiguousarray(pooled, dtype=np.float32)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from threading import Lock
 
 import numpy as np
 
-from router.encoders.base import Encoder
+from router.encoders.base import Encoder, TokenEncoder
 
 
 class CachedEncoder:
@@ -29,6 +29,15 @@ class CachedEncoder:
         return self.inner.dimension
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached(texts, lambda rows: self.inner.encode([texts[r] for r in rows]))
+
+    def encode_with_ids(self, texts: Sequence[str], ids: Sequence[np.ndarray]) -> np.ndarray:
+        inner = self.inner
+        assert isinstance(inner, TokenEncoder)
+        return self._cached(texts, lambda rows: inner.encode_ids([ids[r] for r in rows]))
+
+    def _cached(self, texts: Sequence[str], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+        """Cached rows from the cache; ``compute`` gets the first row of each missing text."""
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         with self._lock:
@@ -42,7 +51,7 @@ class CachedEncoder:
             self.hits += len(texts) - sum(len(rows) for rows in missing.values())
             self.misses += len(missing)
         if missing:
-            fresh = self.inner.encode(list(missing))
+            fresh = compute([rows[0] for rows in missing.values()])
             with self._lock:
                 for vector, (text, rows) in zip(fresh, missing.items(), strict=True):
                     out[rows] = vector

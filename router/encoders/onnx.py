@@ -75,35 +75,60 @@ class OnnxEncoder:
     def dimension(self) -> int:
         return self._manifest.dimension
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Token ids, attention mask and type ids, padded to the longest text of the batch."""
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size())
+
+    @property
+    def special_ids(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a text (``[CLS]`` and ``[SEP]`` for BERT)."""
+        ids = self._tokenizer.encode("").ids
+        return list(ids[:1]), list(ids[1:])
+
+    def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each text, special tokens included, truncated to the model's max length."""
         encodings = (
             [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(list(texts))
         )
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+    def _feed(self, ids: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Token ids, attention mask and type ids, padded to the longest text of the batch."""
+        width = max(len(row) for row in ids)
+        padded = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros_like(padded)
+        for n, row in enumerate(ids):
+            padded[n, : len(row)] = row
+            mask[n, : len(row)] = 1
+        feed = {"input_ids": padded, "attention_mask": mask, "token_type_ids": np.zeros_like(padded)}
         return {k: v for k, v in feed.items() if k in self._inputs}
 
-    def forward(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model's input feed for ``texts``."""
+        return self._feed(self.token_ids(texts))
+
+    def forward(self, feed: dict[str, np.ndarray], normalize: bool = True) -> np.ndarray:
         """The transformer pass plus pooling: the encoder's floor cost."""
         hidden = self._session.run(None, feed)[0]
-        return mean_pool(hidden, feed["attention_mask"])
+        return mean_pool(hidden, feed["attention_mask"], normalize)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) <= self.batch_size:
-            return self.forward(self.tokenize(texts)) if texts else np.zeros((0, self.dimension), np.float32)
+    def encode_ids(self, ids: Sequence[np.ndarray], normalize: bool = True) -> np.ndarray:
+        """Vectors of already tokenised texts (the static tier tokenises once for both tiers)."""
+        if len(ids) <= self.batch_size:
+            return self.forward(self._feed(ids), normalize) if len(ids) else np.zeros((0, self.dimension), np.float32)
         # Sort by length so each batch pads to similar widths; restore order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.empty((len(ids), self.dimension), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            out[chunk] = self.forward(self.tokenize([texts[i] for i in chunk]))
+            out[chunk] = self.forward(self._feed([ids[i] for i in chunk]), normalize)
         return out
+
+    def encode_with_ids(self, texts: Sequence[str], ids: Sequence[np.ndarray]) -> np.ndarray:
+        return self.encode_ids(ids)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_ids(self.token_ids(texts)) if texts else np.zeros((0, self.dimension), np.float32)
 
 
 def build_onnx_encoder(manifest: ModelManifest, options: dict[str, Any]) -> OnnxEncoder:

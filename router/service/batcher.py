@@ -1,4 +1,4 @@
-"""Micro-batching: concurrent single-text requests are encoded together.
+"""Micro-batching: concurrent single-query requests that reach the encoder are encoded together.
 
 A request waits at most ``window_s`` for company (or until ``max_items`` have gathered), and
 only while ``expected()`` (requests in flight in the server) says more are coming: a lone
@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+I = TypeVar("I")
 T = TypeVar("T")
 
 
-class MicroBatcher(Generic[T]):
-    def __init__(self, fn: Callable[[Sequence[str]], list[T]], window_s: float, max_items: int,
+class MicroBatcher(Generic[I, T]):
+    def __init__(self, fn: Callable[[Sequence[I]], list[T]], window_s: float, max_items: int,
                  executor: ThreadPoolExecutor, expected: Callable[[], int] = lambda: 1 << 30,
                  observe: Callable[[int], None] = lambda size: None) -> None:
         self._fn = fn
@@ -26,7 +27,7 @@ class MicroBatcher(Generic[T]):
         self._window = window_s
         self._max = max_items
         self._executor = executor
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[T]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[I, asyncio.Future[T]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # for metrics and tests
         self.last_batch_size = 0
@@ -43,12 +44,12 @@ class MicroBatcher(Generic[T]):
                 pass
             self._task = None
 
-    async def submit(self, text: str) -> T:
+    async def submit(self, item: I) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, future))
+        await self._queue.put((item, future))
         return await future
 
-    async def _gather(self) -> list[tuple[str, asyncio.Future[T]]]:
+    async def _gather(self) -> list[tuple[I, asyncio.Future[T]]]:
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window

@@ -15,6 +15,8 @@ class ServeConfig(BaseModel):
     encoder_threads: int | None = Field(None, ge=1, le=256)
     # Query-embedding LRU cache; None keeps the index's setting (4,096 by default).
     encoder_cache_size: int | None = Field(None, ge=0, le=10_000_000)
+    # Tier 1a (the static token table): None serves it when the index has one; False skips it.
+    static: bool | None = None
     # Micro-batching: single-text requests arriving within the window are encoded together.
     batch_window_ms: float = Field(2.0, ge=0.0, le=1000.0)
     batch_max: int = Field(32, ge=1, le=4096)

@@ -40,7 +40,7 @@ def build_server(config: ServeConfig, router: Router | None = None,
     if dispatcher is None and config.skills:
         dispatcher = Dispatcher(load_routing(config.routing), load_registry(config.skills))
     if router is None:
-        router = Router.load(config.index, encoder=_serving_encoder(config))
+        router = Router.load(config.index, encoder=_serving_encoder(config), static=config.static)
     service = ClassifierService(router, config)
     app = create_app(service, dispatcher)
     uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http="httptools",

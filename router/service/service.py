@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any
 
 from router.decision import Decision
@@ -12,7 +13,8 @@ from router.router import Router
 from router.service.batcher import MicroBatcher
 from router.service.config import ServeConfig
 from router.service.metrics import Metrics
-from router.validation import check_text
+from router.tiers import Query
+from router.validation import check_batch, check_text
 
 log = logging.getLogger("router.service")
 
@@ -20,20 +22,26 @@ log = logging.getLogger("router.service")
 class ClassifierService:
     def __init__(self, router: Router, config: ServeConfig) -> None:
         self.router = router
+        self.chain = router.chain
         self.config = config
         self.metrics = Metrics()
         # One thread runs the encoder: ONNX Runtime is given its own threads, and batches queue here.
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self.batcher: MicroBatcher[Decision] = MicroBatcher(
-            router.classify_batch_fast, config.batch_window_ms / 1000.0, config.batch_max, self._encoder,
+        # Only queries the inline tiers (rules, static) left pending are micro-batched to the encoder.
+        self.batcher: MicroBatcher[Query, None] = MicroBatcher(
+            self._compute, config.batch_window_ms / 1000.0, config.batch_max, self._encoder,
             expected=lambda: self.in_flight, observe=self.metrics.batch_size.observe)
         self.in_flight = 0  # requests inside the server, kept by the Guard middleware
         self.encoder_warm = False
         self.draining = False
 
+    def _compute(self, queries: Sequence[Query]) -> list[None]:
+        self.chain.run(list(queries), kinds=("compute",))
+        return [None] * len(queries)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._encoder, self.router.classify_batch_fast, ["warm up the encoder"])
+        await loop.run_in_executor(self._encoder, self._compute, self.chain.start(["warm up the encoder"]))
         self.encoder_warm = True
         if self.router.tier2 is not None:
             await asyncio.to_thread(self.router.tier2.warm)
@@ -56,20 +64,29 @@ class ClassifierService:
                 llm["reachable"] = await asyncio.to_thread(escalator.ping)
                 ok = ok and any(llm["reachable"].values())
         return ok, {"index": self.router.artifact.manifest.name, "encoder_warm": self.encoder_warm,
-                    "draining": self.draining, "llm": llm}
+                    "draining": self.draining, "tiers": self.chain.names, "llm": llm}
 
     # -- classification ----------------------------------------------------------------------------
     async def classify_one(self, text: str) -> Decision:
         # Checked before it joins a micro-batch: a bad text must fail its own request, not its batch's.
-        check_text(text, self.router.limits.max_text_chars)
-        decision = await self.batcher.submit(text)
-        if decision.escalate:
-            return (await self.router.aescalate([text], [decision]))[0]
-        return decision
+        queries = self.chain.start([check_text(text, self.router.limits.max_text_chars)])
+        # Rules and the static table cost tens of µs: on the event loop, cheaper than any thread hop.
+        # A query they settle never waits for the encoder thread or a micro-batch window.
+        self.chain.run(queries, kinds=("inline",))
+        if not queries[0].done:
+            await self.batcher.submit(queries[0])
+        if not queries[0].done:
+            await self.chain.arun(queries, kinds=("io",))
+        return self.chain.finish(queries)[0]
 
     async def classify_many(self, texts: list[str]) -> list[Decision]:
-        # classify_batch_fast checks the batch itself (InputError -> 422); no second pass here.
-        loop = asyncio.get_running_loop()
+        limits = self.router.limits
+        queries = self.chain.start(check_batch(texts, limits.max_batch, limits.max_text_chars))
         self.metrics.batch_size.observe(len(texts))
-        decisions = await loop.run_in_executor(self._encoder, self.router.classify_batch_fast, texts)
-        return await self.router.aescalate(texts, decisions)
+        # A whole batch's inline tiers can take milliseconds: off the loop, but not on the encoder thread.
+        await asyncio.to_thread(self.chain.run, queries, ("inline",))
+        pending = [q for q in queries if not q.done]
+        if pending:
+            await asyncio.get_running_loop().run_in_executor(self._encoder, self._compute, pending)
+        await self.chain.arun(queries, kinds=("io",))
+        return self.chain.finish(queries)

@@ -40,13 +40,18 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
 
 
 def test_metrics_count_requests_tiers_and_refusals(client: httpx.Client) -> None:
-    client.post("/v1/classify", json={"text": "will it snow tomorrow"})
+    settled = client.post("/v1/classify", json={"text": "will it snow tomorrow"}).json()["decisions"][0]
+    escalated = client.post("/v1/classify", json={"text": "what about my money"}).json()["decisions"][0]
     client.post("/v1/classify", json={"text": ""})
+    assert settled["tier"] == "static" and escalated["tier"] == "embedding" and escalated["escalate"]
+    assert "encode" not in settled["latency_us"] and "static" in escalated["latency_us"]
     text = client.get("/metrics").text
-    assert 'router_requests_total{endpoint="/v1/classify",status="200"} 1.0' in text
+    assert 'router_requests_total{endpoint="/v1/classify",status="200"} 2.0' in text
     assert 'router_requests_total{endpoint="/v1/classify",status="422"} 1.0' in text
+    assert 'router_decisions_total{tier="static"} 1.0' in text
     assert 'router_decisions_total{tier="embedding"} 1.0' in text
-    assert "router_batch_size_count 1.0" in text  # the one valid request went through one encoder batch
+    # Only the query the static tier left pending went to the encoder thread, in one micro-batch.
+    assert "router_batch_size_count 1.0" in text
     for name in ("router_request_seconds_bucket", "router_tier_seconds_bucket", "router_in_flight_requests",
                  "router_escalated_total", "router_out_of_scope_total", "router_degraded_total",
                  "router_batch_size_bucket"):

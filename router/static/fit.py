@@ -1,0 +1,119 @@
+"""Build tier 1a: pick the token weighting, train the static head, calibrate it on held-out data.
+
+The static tier accepts a query only where held-out accepted precision reaches its own, stricter
+target (``static.target_precision``, default 0.99), with out-of-scope queries weighted up to the
+expected share and counted as wrong, and only if the query passes an out-of-scope check in static
+space (similarity to the best intent's nearest example above a floor). Everything else goes on
+to the transformer, whose threshold is then fitted jointly: see ``Builder``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.calibration import Calibration, fit_calibration
+from router.config import CalibrationConfig, HeadConfig, StaticConfig
+from router.encoders.base import TokenEncoder
+from router.errors import ConfigError
+from router.head import LinearHead, train_head
+from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries
+from router.static.model import StaticModel
+from router.static.table import WEIGHTINGS, StaticTable, cached_raw_table, project, token_weights
+
+# ``weighting: auto`` compares the weightings with heads trained this much shorter.
+SELECTION_EPOCH_SHARE = 3
+
+
+@dataclass
+class HeldoutIds:
+    """Token ids of the build's data, in the row order of the transformer's vectors."""
+
+    examples: Sequence[np.ndarray]  # in-scope examples
+    classes: np.ndarray
+    n_classes: int
+    oos: Sequence[np.ndarray]  # out-of-scope examples (cross-fitting only)
+    validation: tuple[Sequence[np.ndarray], np.ndarray] | None  # (ids, true classes, -1 out of scope)
+    folds: int
+
+
+@dataclass
+class StaticFit:
+    model: StaticModel
+    weighting: str
+    weighting_coverage: dict[str, float]
+    calibration: Calibration
+    evidence: Evidence
+    table_cached: bool
+    table_seconds: float
+
+    def accepted(self) -> np.ndarray:
+        """Held-out rows the static tier accepts (aligned with the transformer's held-out rows)."""
+        c, e = self.calibration, self.evidence
+        result: np.ndarray = (e.score >= c.accept_threshold) & (e.top_similarity >= c.oos_similarity_floor)
+        return result
+
+
+class StaticFitter:
+    def __init__(self, config: StaticConfig, calibration: CalibrationConfig, head: HeadConfig,
+                 models_dir: str | None = None, progress: bool = False) -> None:
+        self.config = config
+        self.calibration = calibration
+        self.head = head
+        self.models_dir = models_dir
+        self.progress = progress
+
+    def _trainer(self, n_classes: int, epochs: int) -> Callable[[np.ndarray, np.ndarray], LinearHead]:
+        h = self.head
+        return lambda x, y: train_head(x, y, n_classes, l2=h.l2, epochs=epochs, learning_rate=h.learning_rate)
+
+    def _evidence(self, table: StaticTable, data: HeldoutIds, epochs: int) -> Evidence:
+        val = None if data.validation is None else (table.embed(data.validation[0]), data.validation[1])
+        oos = table.embed(data.oos) if len(data.oos) else np.zeros((0, table.dimension), np.float32)
+        return heldout_evidence(self._trainer(data.n_classes, epochs), table.embed(data.examples), data.classes,
+                                data.n_classes, oos, val, data.folds)
+
+    def _calibrate(self, e: Evidence) -> Calibration:
+        c = self.calibration
+        return fit_calibration(e.score, e.correct, e.is_oos, e.top_similarity, self.config.target_precision,
+                               c.oos_prior, c.z, self.config.oos_floor_quantile)
+
+    def fit(self, encoder: TokenEncoder, data: HeldoutIds) -> StaticFit:
+        dim = self.config.dim
+        if dim is not None and dim > encoder.dimension:
+            raise ConfigError(f"static.dim={dim} is larger than the encoder's dimension {encoder.dimension} "
+                              f"({encoder.encoder_id}); use a value in 1..{encoder.dimension} or leave it unset")
+        t = time.perf_counter()
+        raw, cached = cached_raw_table(encoder, self.models_dir, progress=self.progress)
+        table_seconds = time.perf_counter() - t
+        centred = project(raw, dim)
+        prefix, suffix = (len(part) for part in encoder.special_ids)
+        train_tokens = [ids[prefix : len(ids) - suffix] for ids in data.examples]
+
+        def table_for(weighting: str) -> StaticTable:
+            weights = token_weights(weighting, train_tokens, len(centred))
+            return StaticTable(np.ascontiguousarray(centred * weights[:, None]), encoder.encoder_id, prefix, suffix)
+
+        candidates = list(WEIGHTINGS) if self.config.weighting == "auto" else [self.config.weighting]
+        coverage: dict[str, float] = {}
+        if len(candidates) > 1:
+            short = max(1, self.config.epochs // SELECTION_EPOCH_SHARE)
+            for weighting in candidates:
+                cal = self._calibrate(self._evidence(table_for(weighting), data, short))
+                coverage[weighting] = round(cal.coverage or 0.0, 4)
+        chosen = max(candidates, key=lambda w: coverage.get(w, 0.0))
+        table = table_for(chosen)
+        vectors = table.embed(data.examples)
+        head = self._trainer(data.n_classes, self.config.epochs)(vectors, data.classes)
+        examples, offsets = group_by_class(vectors, data.classes, data.n_classes)
+        if data.validation is not None:  # the served head is the one calibrated
+            evidence = score_queries(head, examples, offsets, table.embed(data.validation[0]), data.validation[1])
+        else:
+            evidence = self._evidence(table, data, self.config.epochs)
+        calibration = self._calibrate(evidence)
+        coverage.setdefault(chosen, round(calibration.coverage or 0.0, 4))
+        model = StaticModel(table, head, examples, offsets)
+        return StaticFit(model, chosen, coverage, calibration, evidence, cached, round(table_seconds, 3))

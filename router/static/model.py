@@ -1,0 +1,80 @@
+"""Tier 1a's part of a built index: ``static.npz`` (table, head, example vectors) and its manifest record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from router.calibration import Calibration
+from router.errors import IndexError_, StaleIndexError
+from router.head import LinearHead
+from router.static.table import StaticTable
+
+STATIC_FILE = "static.npz"
+
+
+class HeldoutFigures(BaseModel):
+    """What the whole pipeline accepts on the held-out split (out-of-scope queries weighted to the prior)."""
+
+    model_config = ConfigDict(extra="forbid")
+    coverage: float | None
+    precision: float | None
+    oos_recall: float | None
+
+
+class StaticManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    encoder_id: str  # the encoder the table was distilled from
+    table_sha256: str  # of the served rows: a table swapped after the build is refused
+    vocab: int
+    dimension: int
+    weighting: str
+    # Held-out coverage at the static target for each weighting tried (``weighting: auto``).
+    weighting_coverage: dict[str, float]
+    calibration: Calibration
+    table_cached: bool
+    table_seconds: float
+    # Held-out figures of the whole pipeline with the static tier, and of the transformer alone.
+    end_to_end: HeldoutFigures
+    transformer_only: HeldoutFigures
+
+
+@dataclass
+class StaticModel:
+    table: StaticTable
+    head: LinearHead
+    examples: np.ndarray  # static vectors of the examples, grouped by head class like examples.npz
+    offsets: np.ndarray
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / STATIC_FILE, rows=self.table.rows, encoder_id=np.array(self.table.encoder_id),
+                 specials=np.array([self.table.prefix, self.table.suffix]), weights=self.head.weights,
+                 bias=self.head.bias, examples=self.examples, offsets=self.offsets)
+
+    @classmethod
+    def load(cls, folder: Path, record: StaticManifest, encoder_id: str) -> StaticModel:
+        """Refuse a table from another encoder (stale) or one whose rows changed since the build."""
+        path = folder / STATIC_FILE
+        try:
+            with np.load(path) as data:
+                built_for = str(data["encoder_id"])
+                rows = np.ascontiguousarray(data["rows"], dtype=np.float32)
+                prefix, suffix = (int(v) for v in data["specials"])
+                head = LinearHead(np.ascontiguousarray(data["weights"]), np.ascontiguousarray(data["bias"]))
+                examples = np.ascontiguousarray(data["examples"])
+                offsets = data["offsets"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexError_(f"index {folder}: {STATIC_FILE} is missing or corrupt ({exc}); rebuild it") from exc
+        rebuild = "rebuild it with: router build (or serve it with --static off)"
+        if built_for != encoder_id or record.encoder_id != encoder_id:
+            raise StaleIndexError(
+                f"index {folder}: its static table was distilled from encoder {built_for!r}, but the index "
+                f"uses {encoder_id!r}; {rebuild}")
+        table = StaticTable(rows, built_for, prefix, suffix)
+        if table.digest() != record.table_sha256:
+            raise IndexError_(f"index {folder}: {STATIC_FILE} does not match the sha256 in its manifest "
+                              f"(changed after the build); {rebuild}")
+        return cls(table, head, examples, offsets)

@@ -1,0 +1,83 @@
+"""The tiers of the pipeline, in the order a query meets them, behind one small Protocol.
+
+``rules`` (tier 0) → ``static`` (tier 1a) → ``embedding`` (tier 1b) → ``llm`` (tier 2). Each is
+built from the loaded index and the config by its entry in ``TIERS``; an entry returns None when
+its tier is not configured, so the chain holds only the tiers that will run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from router.tiers.base import Query, Tier, TierKind
+from router.tiers.chain import Chain
+
+if TYPE_CHECKING:
+    from router.artifact import IndexArtifact
+    from router.encoders import Encoder
+    from router.llm.escalator import Escalator
+
+
+@dataclass
+class TierContext:
+    """What a tier may be built from."""
+
+    artifact: IndexArtifact
+    encoder: Encoder
+    escalator: Escalator | None
+    skills: dict[str, str | None]
+    top_k: int
+
+
+def _rules(ctx: TierContext) -> Tier:
+    from router.rules import RuleSet
+    from router.tiers.rules import RulesTier
+
+    art = ctx.artifact
+    return RulesTier(RuleSet(art.rules, None if art.config.rules.guards else {}), ctx.skills)
+
+
+def _static(ctx: TierContext) -> Tier | None:
+    from router.encoders import token_encoder
+    from router.errors import ConfigError
+    from router.tiers.static import StaticTier
+
+    art = ctx.artifact
+    if art.static is None or art.manifest.static is None:
+        return None
+    tokenizer = token_encoder(ctx.encoder)
+    if tokenizer is None:
+        raise ConfigError(f"the static tier needs an encoder that exposes its tokenizer; "
+                          f"encoder {ctx.encoder.encoder_id!r} does not (serve with --static off)")
+    return StaticTier(art.static, art.manifest.static.calibration, tokenizer, art.head_intents, ctx.skills, ctx.top_k)
+
+
+def _embedding(ctx: TierContext) -> Tier:
+    from router.tiers.embedding import EmbeddingTier
+
+    return EmbeddingTier(ctx.artifact, ctx.encoder, ctx.skills, ctx.top_k)
+
+
+def _llm(ctx: TierContext) -> Tier | None:
+    from router.tiers.llm import LLMTier
+
+    esc = ctx.escalator
+    return LLMTier(esc) if esc is not None and esc.enabled else None
+
+
+# In chain order. A dict keyed by name, as for every other backend; order is insertion order.
+TIERS: dict[str, Callable[[TierContext], Tier | None]] = {
+    "rules": _rules,
+    "static": _static,
+    "embedding": _embedding,
+    "llm": _llm,
+}
+
+
+def build_chain(ctx: TierContext) -> Chain:
+    return Chain([tier for build in TIERS.values() if (tier := build(ctx)) is not None])
+
+
+__all__ = ["TIERS", "Chain", "Query", "Tier", "TierContext", "TierKind", "build_chain"]

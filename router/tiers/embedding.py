@@ -1,0 +1,86 @@
+"""Tier 1b: the transformer encoder, the FAISS index of examples and the calibrated linear head.
+
+Every query that reaches it gets a Decision: accepted, out of scope (far from every example),
+or escalated with its best guess (left pending for tier 2, when there is one).
+"""
+
+from __future__ import annotations
+
+from time import perf_counter_ns
+
+import numpy as np
+
+from router.artifact import IndexArtifact
+from router.decision import TIER_EMBEDDING, Candidate, Decision
+from router.encoders import Encoder, token_encoder
+from router.tiers.base import Query, TierKind, elapsed_us
+
+
+class EmbeddingTier:
+    name = "embedding"
+    kind: TierKind = "compute"
+
+    def __init__(self, artifact: IndexArtifact, encoder: Encoder, skills: dict[str, str | None], top_k: int) -> None:
+        self.artifact = artifact
+        self.encoder = encoder
+        self._reuses_ids = token_encoder(encoder) is not None
+        self._skills = skills
+        self.top_k = top_k
+        cal = artifact.manifest.calibration
+        self.accept_threshold = cal.accept_threshold
+        self.oos_floor = cal.oos_similarity_floor
+        self._neighbours = min(artifact.config.vector_index.neighbours, len(artifact.examples))
+
+    def _encode(self, queries: list[Query]) -> np.ndarray:
+        texts = [q.text for q in queries]
+        ids = [q.ids for q in queries]
+        if self._reuses_ids and all(i is not None for i in ids):
+            return self.encoder.encode_with_ids(texts, ids)  # type: ignore[attr-defined]
+        return self.encoder.encode(texts)
+
+    def settle(self, queries: list[Query]) -> None:
+        start = perf_counter_ns()
+        vectors = self._encode(queries)
+        encoded = perf_counter_ns()
+        nearest = self.artifact.vectors.search(vectors, self._neighbours)[0][:, 0]
+        probs = self.artifact.head.probabilities(vectors)
+        encode_us = elapsed_us(start, encoded) / len(queries)
+        search_us = elapsed_us(encoded, perf_counter_ns()) / len(queries)
+        for row, q in enumerate(queries):
+            t = perf_counter_ns()
+            decision = self._decision(q, vectors[row], probs[row], float(nearest[row]))
+            q.latency_us["encode"] = round(encode_us, 1)
+            q.latency_us["embedding"] = round(search_us + elapsed_us(t, perf_counter_ns()), 1)
+            q.decision = decision
+            q.done = not decision.escalate
+
+    def _decision(self, q: Query, vector: np.ndarray, probs: np.ndarray, nearest: float) -> Decision:
+        art = self.artifact
+        k = self.top_k
+        top = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
+        top = top[np.argsort(-probs[top], kind="stable")]
+        candidates = []
+        for cls in top:
+            lo, hi = art.offsets[cls], art.offsets[cls + 1]
+            sim = float((art.examples[lo:hi] @ vector).max())
+            candidates.append(Candidate(art.head_intents[cls], round(float(probs[cls]), 6), round(sim, 6)))
+        best = candidates[0]
+        score = best.score * max(best.similarity or 0.0, 0.0)
+        out_of_scope = nearest < self.oos_floor
+        accepted = not out_of_scope and score >= self.accept_threshold
+        return Decision(
+            intent=None if out_of_scope else best.intent,
+            out_of_scope=out_of_scope,
+            confidence=round(score, 6),
+            tier=TIER_EMBEDDING,
+            escalate=not accepted and not out_of_scope,
+            candidates=candidates,
+            flags=q.flags,
+            latency_us=q.latency_us,
+            skill=None if out_of_scope else self._skills.get(best.intent),
+        )
+
+    async def asettle(self, queries: list[Query]) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.settle, queries)
