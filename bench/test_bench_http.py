@@ -1,14 +1,21 @@
-"""The HTTP service under load, as a separate process over loopback (query cache off).
+"""The HTTP service under load, as separate processes over loopback (query cache off), with the
+static tier (1a) on and off: two ``router serve`` processes on the same default index.
 
-- ``test_round_trip`` / ``test_in_process_classify``: one request at a time, the same queries,
-  so the two medians give the HTTP cost (pytest-benchmark).
-- ``test_load_wrk``: wrk (Debian package) at concurrency 1, 8 and 64 for 8 s each, cycling
-  5,000 CLINC150 test queries (``bench/queries.lua``); prints requests/s and p50/p99.
+- ``test_round_trip`` / ``test_in_process_classify``: one request at a time over the shuffled
+  CLINC150 test split, so the medians give the HTTP cost (pytest-benchmark), static on and off.
+- ``test_load_wrk_static_on_vs_off``: wrk (Debian package) at concurrency 64 (``BENCH_WRK_C``, a
+  comma-separated list), cycling every CLINC150 test query in a seeded random order (the script
+  ``bench/queries.lua``, written by ``write_queries_lua``), so any prefix carries the real static
+  share. A warm-up per server, then ABBA segments (on, off, off, on) of ``BENCH_WRK_SECONDS``
+  (10) each, so drift in the shared machine's load falls on both servers alike. Prints requests/s
+  and p50/p99 per segment and per server, and the on/off ratios. No timing is asserted.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,54 +27,122 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from router import EncoderConfig, Router
-from router.datasets import load_dataset
-from router.paths import indexes_dir
 from router.testing import ServeProcess
 
+from .conftest import shuffled_test_queries
+
 HERE = Path(__file__).parent
+SERVERS = {"static-on": "on", "static-off": "off"}
+SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
+WARMUP_SECONDS = 5
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_WRK_C", "64").split(",")]
+
+
+def write_queries_lua(path: Path, seed: int = 0) -> Path:
+    """The wrk script: every CLINC150 test query, seeded shuffle, sent in turn by each wrk thread."""
+    bodies = ",\n".join(f"  {json.dumps(json.dumps({'text': t}))}" for t in shuffled_test_queries(seed))
+    path.write_text(
+        f"-- Every CLINC150 test query (CC BY 3.0), in a seeded random order (seed {seed}), sent in turn\n"
+        f"-- by each wrk thread. Written by bench/test_bench_http.py:write_queries_lua.\n"
+        f"local bodies = {{\n{bodies},\n}}\n"
+        "local i = 0\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n"
+        "  i = i + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])\n"
+        "end\n")
+    return path
 
 
 @pytest.fixture(scope="module")
-def served(router: Router) -> Iterator[str]:
-    with ServeProcess("--encoder-cache-size", "0") as server:
-        yield server.url
+def served(index_folder: Path) -> Iterator[dict[str, str]]:
+    """Both servers at once: the one not under load idles."""
+    with (ServeProcess("--index", str(index_folder), "--encoder-cache-size", "0", "--static", "on") as on,
+          ServeProcess("--index", str(index_folder), "--encoder-cache-size", "0", "--static", "off") as off):
+        urls = {"static-on": on.url, "static-off": off.url}
+        for name, url in urls.items():
+            tiers = httpx.get(f"{url}/readyz").json()["tiers"]
+            assert ("static" in tiers) == (name == "static-on"), tiers
+        yield urls
 
 
 @pytest.fixture(scope="module")
-def queries() -> list[str]:
-    return load_dataset("clinc150").test.texts[:2000]
+def queries(clinc_queries: list[str]) -> list[str]:
+    return clinc_queries[:2000]
 
 
-def test_round_trip(benchmark: BenchmarkFixture, served: str, queries: list[str]) -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_round_trip(benchmark: BenchmarkFixture, served: dict[str, str], queries: list[str], server: str) -> None:
     texts = itertools.cycle(queries)
-    with httpx.Client(base_url=served) as client:
+    with httpx.Client(base_url=served[server]) as client:
         response = benchmark(lambda: client.post("/v1/classify", json={"text": next(texts)}))
     assert response.status_code == 200
 
 
-def test_in_process_classify(benchmark: BenchmarkFixture, queries: list[str]) -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_in_process_classify(benchmark: BenchmarkFixture, index_folder: Path, queries: list[str],
+                             server: str) -> None:
     # The same default index, threads as `router serve` picks them on this machine, cache off.
-    import os
-
     threads = min(os.cpu_count() or 1, 4)
-    local = Router.load(indexes_dir() / "default", encoder=EncoderConfig(threads=threads, cache_size=0))
+    local = Router.load(index_folder, encoder=EncoderConfig(threads=threads, cache_size=0),
+                        static=SERVERS[server] == "on")
     texts = itertools.cycle(queries)
     decision = benchmark(lambda: local.classify(next(texts)))
     assert decision.latency_us["total"] > 0
 
 
-def test_load_wrk(served: str) -> None:
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def _wrk(wrk: str, script: Path, url: str, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"{url}/v1/classify"], capture_output=True, text=True, check=True).stdout
+    found = {
+        "requests": re.search(r"(\d+) requests in ([\d.]+)(\w+)", out),
+        "rps": re.search(r"Requests/sec:\s+([\d.]+)", out),
+        "p50": re.search(r"^\s+50%\s+(\S+)", out, re.M),
+        "p99": re.search(r"^\s+99%\s+(\S+)", out, re.M),
+    }
+    missing = [k for k, m in found.items() if m is None]
+    assert not missing, f"wrk output lacks {missing}:\n{out}"
+    requests, duration, unit = found["requests"].groups()  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
+    return {"requests": float(requests), "seconds": _ms(duration + unit) / 1e3,
+            "rps": float(found["rps"].group(1)),  # type: ignore[union-attr]
+            "p50_ms": _ms(found["p50"].group(1)), "p99_ms": _ms(found["p99"].group(1)),  # type: ignore[union-attr]
+            "non2xx": float(errors.group(1)) if errors else 0.0,
+            "timeouts": float(timeouts.group(1)) if timeouts else 0.0}
+
+
+def test_load_wrk_static_on_vs_off(served: dict[str, str], tmp_path: Path) -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
+    script = write_queries_lua(tmp_path / "queries.lua")
     print()
-    for connections in (1, 8, 64):
-        out = subprocess.run([wrk, "-t1", f"-c{connections}", "-d8s", "--latency", "-s", str(HERE / "queries.lua"),
-                              f"{served}/v1/classify"], capture_output=True, text=True, check=True).stdout
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
-        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        print(f"wrk c={connections:>2}: {rps:8.1f} requests/s  p50 {p50:>9}  p99 {p99:>9}  "
-              f"non-2xx {errors.group(1) if errors else 0}")
-        assert errors is None
+    for connections in CONNECTIONS:
+        for url in served.values():
+            _wrk(wrk, script, url, connections, WARMUP_SECONDS)
+        segments: dict[str, list[dict[str, float]]] = {name: [] for name in served}
+        for name in ("static-on", "static-off", "static-off", "static-on"):
+            run = _wrk(wrk, script, served[name], connections, SECONDS)
+            segments[name].append(run)
+            print(f"wrk c={connections:>2} {name:>10} segment: {run['rps']:8.1f} requests/s  "
+                  f"p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  non-2xx {run['non2xx']:.0f}  "
+                  f"timeouts {run['timeouts']:.0f}")
+        total: dict[str, dict[str, float]] = {}
+        for name, runs in segments.items():
+            total[name] = {"rps": sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs),
+                           "p50_ms": sum(r["p50_ms"] for r in runs) / len(runs),
+                           "p99_ms": sum(r["p99_ms"] for r in runs) / len(runs)}
+            print(f"wrk c={connections:>2} {name:>10} ({len(runs)} x {SECONDS} s): {total[name]['rps']:8.1f} "
+                  f"requests/s  p50 {total[name]['p50_ms']:7.1f} ms  p99 {total[name]['p99_ms']:7.1f} ms "
+                  "(p50/p99: mean of the segments)")
+        on, off = total["static-on"], total["static-off"]
+        print(f"wrk c={connections:>2} ratio on/off: requests/s {on['rps'] / off['rps']:.2f}  "
+              f"p50 {on['p50_ms'] / off['p50_ms']:.2f}  p99 {on['p99_ms'] / off['p99_ms']:.2f}")
+        assert all(r["non2xx"] == 0 for runs in segments.values() for r in runs)

@@ -4,8 +4,8 @@ Files: ``manifest.json`` (encoder id and hash, dimension, intent-set hash, libra
 versions, build time, calibration figures), ``intents.json``, ``head.npz``,
 ``examples.npz`` (example vectors grouped by intent), ``vectors.*`` (the vector
 index), ``rules.json``, ``config.json``, and ``static.npz`` (tier 1a's token table, head
-and example vectors, with the table's encoder id inside and its sha256 in the manifest). Written to a temporary folder and renamed
-into place, so a reader never sees half an index.
+and example vectors, with the table's encoder id inside and its sha256 in the manifest).
+Written to a temporary folder and renamed into place, so a reader never sees half an index.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,26 +21,21 @@ from router.artifact import (
 )
 from router.calibration import Calibration, fit_calibration, unfitted_calibration
 from router.config import RouterConfig
-from router.datasets import load_dataset
 from router.encoders import Encoder, TokenEncoder, build_encoder, token_encoder
 from router.errors import ConfigError
-from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
 from router.head import LinearHead, train_head
+from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
 from router.intents import (
     OOS,
-    IntentSet,
     Labelled,
-    intent_set_from_labelled,
-    load_intent_source,
     only,
-    read_labelled,
     training_pairs,
 )
 from router.llm.measure import measure_gate
-from router.sources import resolve_sources
 from router.paths import indexes_dir
 from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
+from router.sources import resolve_sources
 from router.static.fit import HeldoutIds, StaticFit, StaticFitter
 from router.static.model import HeldoutFigures, StaticManifest
 from router.vectors import choose_kind, new_index
@@ -57,7 +53,8 @@ class Builder:
         self.config = config
         self.progress = progress
         # Build-time encoding sees each text once: an LRU cache would only cost memory.
-        uncached = config.encoder.model_copy(update={"cache_size": 0})
+        enc = config.encoder
+        uncached = enc.model_copy(update={"cache_size": 0, "threads": enc.build_threads or os.cpu_count() or 1})
         self.encoder = encoder if encoder is not None else build_encoder(uncached)
 
     def _train(self, vectors: np.ndarray, classes: np.ndarray, n_classes: int) -> LinearHead:
@@ -126,7 +123,7 @@ class Builder:
         val = sources.validation
         folds = min(c.folds, max(smallest, 2))
         static_fit: StaticFit | None = None
-        alone = None
+        alone: Calibration | None = None
         if val is None and smallest < 2:
             calibration = unfitted_calibration(
                 c.fallback_threshold, c.target_precision,
@@ -141,7 +138,13 @@ class Builder:
                 val = only(val, [lab == OOS or lab in names for lab in val.labels])
                 truth = np.array([names.index(lab) if lab != OOS else -1 for lab in val.labels])
                 val_vectors, val_ids = self._encode(tok, val.texts)
-                validation = (val_vectors, truth)
+                # Out-of-scope training examples are never trained on when there is a validation split
+                # (the heads and the index hold in-scope examples only), so they join the held-out set:
+                # CLINC150's validation split has only 100 out-of-scope queries to fit the leak on.
+                oos_rows = np.flatnonzero(~in_scope)
+                validation = (np.vstack([val_vectors, oos_vectors]),
+                              np.concatenate([truth, np.full(len(oos_rows), -1)]))
+                val_ids = list(val_ids) + [ids[i] for i in oos_rows] if ids else val_ids
             if validation is not None:  # the served head is the one calibrated
                 evidence = score_queries(head, examples, offsets, *validation)
             else:
@@ -191,7 +194,7 @@ class Builder:
             build_seconds=round(seconds["total"], 3),
             calibration=calibration,
             mined_rules=[MinedRuleRecord(**vars(r)) for r in mined],
-            static=None if static_fit is None else _static_record(static_fit, calibration, alone),
+            static=None if static_fit is None or alone is None else _static_record(static_fit, calibration, alone),
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
         IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
@@ -227,4 +230,5 @@ def _static_record(fit: StaticFit, joint: Calibration, alone: Calibration) -> St
         encoder_id=table.encoder_id, table_sha256=table.digest(), vocab=len(table.rows),
         dimension=table.dimension, weighting=fit.weighting, weighting_coverage=fit.weighting_coverage,
         calibration=fit.calibration, table_cached=fit.table_cached, table_seconds=fit.table_seconds,
+        tuned=fit.tuned,
         end_to_end=figures(joint), transformer_only=figures(alone))

@@ -20,6 +20,8 @@ class EncoderConfig(_Strict):
     backend: str = "onnx"
     model: str = "minilm-l6-fp32"
     threads: int = Field(1, ge=1, le=256)
+    # Threads for encoding the examples at build time; None: one per core (a build is offline work).
+    build_threads: int | None = Field(None, ge=1, le=256)
     batch_size: int = Field(64, ge=1, le=4096)
     cache_size: int = Field(4096, ge=0, le=10_000_000)
     models_dir: str | None = None
@@ -62,6 +64,11 @@ class StaticConfig(_Strict):
     # ``auto`` tries each weighting and keeps the one with the best held-out coverage at the target.
     weighting: Literal["auto", "uniform", "sif", "idf"] = "auto"
     epochs: int = Field(150, ge=1, le=100_000)
+    # Supervised tuning of the table's rows on the intents before the head is trained (0: off).
+    # Without a validation split the tuning runs inside each cross-fitting fold, so the fitted
+    # thresholds see its effect on held-out examples.
+    tune_epochs: int = Field(5, ge=0, le=1000)
+    tune_lr: float = Field(0.01, gt=0.0, le=1.0)
     # The static out-of-scope check: similarity to the best intent's nearest example, at least this
     # low quantile of held-out in-scope queries'.
     oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)

@@ -14,9 +14,9 @@ from router.errors import ConfigError, IndexError_
 from router.intents import IntentSet
 from router.llm.config import LLMConfig
 from router.llm.gate import gate_status
+from router.paths import indexes_dir
 from router.sources import resolve_sources
 from router.tiers import TierContext, build_chain
-from router.paths import indexes_dir
 from router.validation import check_batch, check_text
 
 if TYPE_CHECKING:

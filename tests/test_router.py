@@ -159,8 +159,8 @@ def test_from_config_builds_and_checks_freshness(mini_intents: Path, mini_val: P
 
 def test_hashing_encoder_and_cross_fitting_without_validation(mini_intents: Path, tmp_path: Path) -> None:
     config = RouterConfig(name="h", intents=str(mini_intents), encoder=EncoderConfig(backend="hashing"),
-                          static={"enabled": False}, vector_index={"kind": "numpy"}, rules={"mine": True, "min_train_support": 3,
-                                                                 "min_val_support": 1})
+                          static={"enabled": False}, vector_index={"kind": "numpy"},
+                          rules={"mine": True, "min_train_support": 3, "min_val_support": 1})
     report = Builder(config).build(tmp_path / "h")
     cal = report.manifest.calibration
     assert cal.fitted and cal.n_heldout == 160  # out-of-fold predictions over every example

@@ -20,8 +20,9 @@ def _csv(value: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for report.md, results.json, queries.jsonl.gz and the PNGs")
     p.add_argument("--datasets", type=_csv, help="comma-separated (default: clinc150,banking77)")
-    p.add_argument("--methods", type=_csv, help="comma-separated, of: tiers01, tiers01-http, tier2, semantic-router, "
-                                                "semantic-router-fitted, llm-every-turn (default: all)")
+    p.add_argument("--methods", type=_csv, help="comma-separated, of: tiers01, tiers01-static-off, tiers01-http, "
+                                                "tier2, semantic-router, semantic-router-fitted, llm-every-turn "
+                                                "(default: all)")
     p.add_argument("--limit", type=int, dest="test_limit", help="test queries per dataset (default: all)")
     p.add_argument("--tier2-sample", type=int, help="test queries for tiers 0-1 + tier 2 (default 1000)")
     p.add_argument("--every-turn-sample", type=int, help="test queries for the LLM every turn (default 40)")

@@ -7,9 +7,9 @@ from typing import Any
 
 from router.errors import ConfigError
 
-TIER_ORDER = ["rules", "embedding", "escalated", "out_of_scope", "llm", "degraded", "semantic-router"]
-TIER_COLOURS = dict(zip(TIER_ORDER, ["#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f", "#9467bd"],
-                        strict=True))
+TIER_ORDER = ["rules", "static", "embedding", "escalated", "out_of_scope", "llm", "degraded", "semantic-router"]
+TIER_COLOURS = dict(zip(TIER_ORDER, ["#8c564b", "#17becf", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f",
+                                     "#9467bd"], strict=True))
 # Tier 2 mixes tier 1's acceptance score with the LLM's label probability: no one ordering, so no curve.
 NO_CURVE = {"tier2"}
 

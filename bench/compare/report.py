@@ -74,7 +74,7 @@ def _tier_line(run: dict[str, Any]) -> str:
 
 def _paired_lines(dataset: dict[str, Any]) -> list[str]:
     runs = {r["method"]: r for r in dataset["runs"]}
-    lines = [_tier_line(r) for r in dataset["runs"] if r["key"] in ("tiers01", "tier2")]
+    lines = [_tier_line(r) for r in dataset["runs"] if r["key"] in ("tiers01", "tiers01-static-off", "tier2")]
     for p in dataset["paired"]:
         ref, own = p["reference"], runs[p["method"]]["summary"]
         lines.append(f"- On the same {p['n']:,} queries as *{p['method']}*, tiers 0-1 scored accuracy "

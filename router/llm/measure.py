@@ -10,6 +10,7 @@ from router.intents import OOS, Labelled
 from router.llm.config import LLMConfig, LLMGate
 from router.llm.gate import decide_gate, tier2_metrics
 from router.router import Router
+from router.tiers import LOCAL
 
 
 def measure_gate(folder: Path, llm: LLMConfig, val: Labelled) -> LLMGate:
@@ -19,7 +20,7 @@ def measure_gate(folder: Path, llm: LLMConfig, val: Labelled) -> LLMGate:
         tier2 = router.tier2
         assert tier2 is not None
         queries = router.chain.start(val.texts)
-        router.chain.run(queries, kinds=("inline", "compute"))  # tiers 0-1: what tier 2 would be asked
+        router.chain.run(queries, kinds=LOCAL)  # tiers 0-1: what tier 2 would be asked
         fast = [q.decision for q in queries]
         escalated = [i for i, d in enumerate(fast) if d is not None and d.escalate]
         if len(escalated) > llm.gate_sample:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-I = TypeVar("I")
+Item = TypeVar("Item")
 T = TypeVar("T")
 
 
-class MicroBatcher(Generic[I, T]):
-    def __init__(self, fn: Callable[[Sequence[I]], list[T]], window_s: float, max_items: int,
+class MicroBatcher(Generic[Item, T]):
+    def __init__(self, fn: Callable[[Sequence[Item]], list[T]], window_s: float, max_items: int,
                  executor: ThreadPoolExecutor, expected: Callable[[], int] = lambda: 1 << 30,
                  observe: Callable[[int], None] = lambda size: None) -> None:
         self._fn = fn
@@ -27,7 +27,7 @@ class MicroBatcher(Generic[I, T]):
         self._window = window_s
         self._max = max_items
         self._executor = executor
-        self._queue: asyncio.Queue[tuple[I, asyncio.Future[T]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[T]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # for metrics and tests
         self.last_batch_size = 0
@@ -44,12 +44,12 @@ class MicroBatcher(Generic[I, T]):
                 pass
             self._task = None
 
-    async def submit(self, item: I) -> T:
+    async def submit(self, item: Item) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
         return await future
 
-    async def _gather(self) -> list[tuple[I, asyncio.Future[T]]]:
+    async def _gather(self) -> list[tuple[Item, asyncio.Future[T]]]:
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from router.decision import Decision
@@ -13,7 +13,7 @@ from router.router import Router
 from router.service.batcher import MicroBatcher
 from router.service.config import ServeConfig
 from router.service.metrics import Metrics
-from router.tiers import Query
+from router.tiers import COMPUTE, INLINE, IO, Query
 from router.validation import check_batch, check_text
 
 log = logging.getLogger("router.service")
@@ -36,7 +36,7 @@ class ClassifierService:
         self.draining = False
 
     def _compute(self, queries: Sequence[Query]) -> list[None]:
-        self.chain.run(list(queries), kinds=("compute",))
+        self.chain.run(list(queries), kinds=COMPUTE)
         return [None] * len(queries)
 
     async def start(self) -> None:
@@ -72,11 +72,11 @@ class ClassifierService:
         queries = self.chain.start([check_text(text, self.router.limits.max_text_chars)])
         # Rules and the static table cost tens of µs: on the event loop, cheaper than any thread hop.
         # A query they settle never waits for the encoder thread or a micro-batch window.
-        self.chain.run(queries, kinds=("inline",))
+        self.chain.run(queries, kinds=INLINE)
         if not queries[0].done:
             await self.batcher.submit(queries[0])
         if not queries[0].done:
-            await self.chain.arun(queries, kinds=("io",))
+            await self.chain.arun(queries, kinds=IO)
         return self.chain.finish(queries)[0]
 
     async def classify_many(self, texts: list[str]) -> list[Decision]:
@@ -84,9 +84,9 @@ class ClassifierService:
         queries = self.chain.start(check_batch(texts, limits.max_batch, limits.max_text_chars))
         self.metrics.batch_size.observe(len(texts))
         # A whole batch's inline tiers can take milliseconds: off the loop, but not on the encoder thread.
-        await asyncio.to_thread(self.chain.run, queries, ("inline",))
+        await asyncio.to_thread(self.chain.run, queries, INLINE)
         pending = [q for q in queries if not q.done]
         if pending:
             await asyncio.get_running_loop().run_in_executor(self._encoder, self._compute, pending)
-        await self.chain.arun(queries, kinds=("io",))
+        await self.chain.arun(queries, kinds=IO)
         return self.chain.finish(queries)

@@ -20,9 +20,10 @@ from router.config import CalibrationConfig, HeadConfig, StaticConfig
 from router.encoders.base import TokenEncoder
 from router.errors import ConfigError
 from router.head import LinearHead, train_head
-from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries
+from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
 from router.static.model import StaticModel
 from router.static.table import WEIGHTINGS, StaticTable, cached_raw_table, project, token_weights
+from router.static.tune import tune_rows
 
 # ``weighting: auto`` compares the weightings with heads trained this much shorter.
 SELECTION_EPOCH_SHARE = 3
@@ -49,6 +50,7 @@ class StaticFit:
     evidence: Evidence
     table_cached: bool
     table_seconds: float
+    tuned: bool
 
     def accepted(self) -> np.ndarray:
         """Held-out rows the static tier accepts (aligned with the transformer's held-out rows)."""
@@ -76,6 +78,35 @@ class StaticFitter:
         return heldout_evidence(self._trainer(data.n_classes, epochs), table.embed(data.examples), data.classes,
                                 data.n_classes, oos, val, data.folds)
 
+    def _model(self, table: StaticTable, ids: Sequence[np.ndarray], classes: np.ndarray, n_classes: int,
+               short: int) -> StaticModel:
+        """Tune the rows on these examples (when on), then train the served head on the tuned vectors."""
+        if self.config.tune_epochs > 0:
+            start_head = self._trainer(n_classes, short)(table.embed(ids), classes)
+            rows = tune_rows(table.rows, [table.strip(row) for row in ids], classes, start_head,
+                             self.config.tune_epochs, self.config.tune_lr)
+            table = StaticTable(rows, table.encoder_id, table.prefix, table.suffix)
+        vectors = table.embed(ids)
+        head = self._trainer(n_classes, self.config.epochs)(vectors, classes)
+        examples, offsets = group_by_class(vectors, classes, n_classes)
+        return StaticModel(table, head, examples, offsets)
+
+    def _crossfit(self, table: StaticTable, data: HeldoutIds, short: int) -> Evidence:
+        """Out-of-fold evidence with the tuning inside each fold, in ``heldout_evidence``'s row order
+        (same folds, same seed), so it lines up with the transformer's rows for the joint fit."""
+        fold = stratified_folds(data.classes, data.folds)
+        oos_fold = np.arange(len(data.oos)) % data.folds
+        parts = []
+        for f in range(data.folds):
+            keep = np.flatnonzero(fold != f).tolist()
+            model = self._model(table, [data.examples[i] for i in keep], data.classes[keep], data.n_classes, short)
+            held = [data.examples[i] for i in np.flatnonzero(fold == f).tolist()]
+            held += [data.oos[i] for i in np.flatnonzero(oos_fold == f).tolist()]
+            truth = np.concatenate([data.classes[fold == f], np.full(int((oos_fold == f).sum()), -1)])
+            parts.append(score_queries(model.head, model.examples, model.offsets, model.table.embed(held), truth))
+        return Evidence(*(np.concatenate([getattr(p, k) for p in parts])
+                          for k in ("best", "score", "top_similarity", "nearest", "truth")))
+
     def _calibrate(self, e: Evidence) -> Calibration:
         c = self.calibration
         return fit_calibration(e.score, e.correct, e.is_oos, e.top_similarity, self.config.target_precision,
@@ -99,21 +130,19 @@ class StaticFitter:
 
         candidates = list(WEIGHTINGS) if self.config.weighting == "auto" else [self.config.weighting]
         coverage: dict[str, float] = {}
+        short = max(1, self.config.epochs // SELECTION_EPOCH_SHARE)
         if len(candidates) > 1:
-            short = max(1, self.config.epochs // SELECTION_EPOCH_SHARE)
             for weighting in candidates:
                 cal = self._calibrate(self._evidence(table_for(weighting), data, short))
                 coverage[weighting] = round(cal.coverage or 0.0, 4)
         chosen = max(candidates, key=lambda w: coverage.get(w, 0.0))
-        table = table_for(chosen)
-        vectors = table.embed(data.examples)
-        head = self._trainer(data.n_classes, self.config.epochs)(vectors, data.classes)
-        examples, offsets = group_by_class(vectors, data.classes, data.n_classes)
-        if data.validation is not None:  # the served head is the one calibrated
-            evidence = score_queries(head, examples, offsets, table.embed(data.validation[0]), data.validation[1])
+        tuned = self.config.tune_epochs > 0
+        model = self._model(table_for(chosen), data.examples, data.classes, data.n_classes, short)
+        if data.validation is not None:  # the served model is the one calibrated
+            ids, truth = data.validation
+            evidence = score_queries(model.head, model.examples, model.offsets, model.table.embed(ids), truth)
         else:
-            evidence = self._evidence(table, data, self.config.epochs)
+            evidence = self._crossfit(table_for(chosen), data, short)
         calibration = self._calibrate(evidence)
         coverage.setdefault(chosen, round(calibration.coverage or 0.0, 4))
-        model = StaticModel(table, head, examples, offsets)
-        return StaticFit(model, chosen, coverage, calibration, evidence, cached, round(table_seconds, 3))
+        return StaticFit(model, chosen, coverage, calibration, evidence, cached, round(table_seconds, 3), tuned)

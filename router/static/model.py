@@ -37,6 +37,7 @@ class StaticManifest(BaseModel):
     calibration: Calibration
     table_cached: bool
     table_seconds: float
+    tuned: bool  # rows tuned on the intents (static.tune_epochs > 0)
     # Held-out figures of the whole pipeline with the static tier, and of the transformer alone.
     end_to_end: HeldoutFigures
     transformer_only: HeldoutFigures

@@ -75,6 +75,7 @@ def cached_raw_table(encoder: TokenEncoder, directory: str | Path | None = None,
     os.close(fd)
     try:
         np.savez(tmp, table=table, encoder_id=np.array(encoder.encoder_id))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, path)  # one rename: a concurrent build never reads half a file
     finally:
         if os.path.exists(tmp):
@@ -137,9 +138,11 @@ class StaticTable:
         One gather and one ``np.add.reduceat`` for the whole batch: no Python loop per token.
         """
         if len(ids) == 1:  # the common case, one query: skip the batch bookkeeping (~5 µs instead of ~60)
-            vector = self.rows[self.strip(ids[0])].sum(axis=0, keepdims=True)
+            vector: np.ndarray = self.rows[self.strip(ids[0])].sum(axis=0, keepdims=True)
             norm = float(np.sqrt(vector[0] @ vector[0]))
-            return vector / norm if norm > 1e-12 else vector
+            if norm > 1e-12:
+                vector /= norm
+            return vector
         tokens = [self.strip(row) for row in ids]
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         out = np.zeros((len(tokens), self.dimension), dtype=np.float32)

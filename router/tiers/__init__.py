@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.tiers.base import Query, Tier, TierKind
-from router.tiers.chain import Chain
+from router.tiers.chain import ALL_KINDS, COMPUTE, INLINE, IO, LOCAL, Chain
 
 if TYPE_CHECKING:
     from router.artifact import IndexArtifact
@@ -80,4 +80,7 @@ def build_chain(ctx: TierContext) -> Chain:
     return Chain([tier for build in TIERS.values() if (tier := build(ctx)) is not None])
 
 
-__all__ = ["TIERS", "Chain", "Query", "Tier", "TierContext", "TierKind", "build_chain"]
+__all__ = [
+    "ALL_KINDS", "COMPUTE", "INLINE", "IO", "LOCAL", "TIERS",
+    "Chain", "Query", "Tier", "TierContext", "TierKind", "build_chain",
+]

@@ -10,6 +10,10 @@ from router.decision import Decision
 from router.tiers.base import Query, Tier, TierKind, elapsed_us
 
 ALL_KINDS: tuple[TierKind, ...] = ("inline", "compute", "io")
+INLINE: tuple[TierKind, ...] = ("inline",)
+COMPUTE: tuple[TierKind, ...] = ("compute",)
+IO: tuple[TierKind, ...] = ("io",)
+LOCAL: tuple[TierKind, ...] = ("inline", "compute")  # tiers 0-1: everything but tier 2
 
 
 class Chain:

@@ -7,12 +7,13 @@ or escalated with its best guess (left pending for tier 2, when there is one).
 from __future__ import annotations
 
 from time import perf_counter_ns
+from typing import cast
 
 import numpy as np
 
 from router.artifact import IndexArtifact
 from router.decision import TIER_EMBEDDING, Candidate, Decision
-from router.encoders import Encoder, token_encoder
+from router.encoders import Encoder, TokenEncoder, token_encoder
 from router.tiers.base import Query, TierKind, elapsed_us
 
 
@@ -23,7 +24,9 @@ class EmbeddingTier:
     def __init__(self, artifact: IndexArtifact, encoder: Encoder, skills: dict[str, str | None], top_k: int) -> None:
         self.artifact = artifact
         self.encoder = encoder
-        self._reuses_ids = token_encoder(encoder) is not None
+        # The encoder itself (its cache included, which forwards encode_with_ids) when the encoder
+        # behind it can reuse the static tier's token ids.
+        self._tokens = cast(TokenEncoder, encoder) if token_encoder(encoder) is not None else None
         self._skills = skills
         self.top_k = top_k
         cal = artifact.manifest.calibration
@@ -34,8 +37,8 @@ class EmbeddingTier:
     def _encode(self, queries: list[Query]) -> np.ndarray:
         texts = [q.text for q in queries]
         ids = [q.ids for q in queries]
-        if self._reuses_ids and all(i is not None for i in ids):
-            return self.encoder.encode_with_ids(texts, ids)  # type: ignore[attr-defined]
+        if self._tokens is not None and all(i is not None for i in ids):
+            return self._tokens.encode_with_ids(texts, [i for i in ids if i is not None])
         return self.encoder.encode(texts)
 
     def settle(self, queries: list[Query]) -> None:

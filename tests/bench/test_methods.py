@@ -10,7 +10,10 @@ import pytest
 from bench.compare.data import load_bench_data
 from bench.compare.methods import METHODS, MethodContext
 from bench.compare.methods.semantic import _encoder_class
+from bench.compare.methods.tiered import Tiered, outcome_of
+from bench.compare.plots import TIER_COLOURS, TIER_ORDER
 from router.config import EncoderConfig
+from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_RULES, TIER_STATIC, Candidate, Decision
 from router.encoders import build_encoder
 from router.llm.config import LLMBackendConfig, LLMConfig
 
@@ -63,6 +66,46 @@ def test_tier2_reuses_the_tiers01_index(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_static_off_serves_the_tiers01_index_without_the_static_tier(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    first, second = METHODS["tiers01"](ctx, None), METHODS["tiers01-static-off"](ctx, None)
+    try:
+        first.build()
+        folder = ctx.shared["tiered_index"]
+        second.build()
+        assert ctx.shared["tiered_index"] is folder
+        assert isinstance(first, Tiered) and isinstance(second, Tiered)
+        assert first.router is not None and second.router is not None
+        assert "static" in first.router.chain.names and "static" not in second.router.chain.names
+        assert second.name == "tiered-router, tiers 0-1, static off"
+        assert any("without the static tier" in note for note in second.notes)
+    finally:
+        first.close()
+        second.close()
+
+
+def _decision(tier: str, intent: str | None = "balance", *, out_of_scope: bool = False, escalate: bool = False,
+              degraded: bool = False) -> Decision:
+    return Decision(intent=intent, out_of_scope=out_of_scope, confidence=0.9, tier=tier, escalate=escalate,
+                    candidates=[Candidate("balance", 0.9)], degraded=degraded)
+
+
+@pytest.mark.parametrize(("decision", "label", "accepted"), [
+    (_decision(TIER_RULES), "rules", True),
+    (_decision(TIER_STATIC), "static", True),
+    (_decision(TIER_EMBEDDING), "embedding", True),
+    (_decision(TIER_EMBEDDING, escalate=True), "escalated", False),
+    (_decision(TIER_EMBEDDING, None, out_of_scope=True), "out_of_scope", False),
+    (_decision(TIER_EMBEDDING, escalate=True, degraded=True), "degraded", False),
+    (_decision(TIER_LLM), "llm", True),
+])
+def test_outcome_labels_the_tier_that_answered(decision: Decision, label: str, accepted: bool) -> None:
+    outcome = outcome_of(decision)
+    assert (outcome.tier, outcome.accepted, outcome.guess) == (label, accepted, "balance")
+    # Every label our rows can carry has a place and a colour in the plots.
+    assert label in TIER_ORDER and label in TIER_COLOURS
 
 
 def test_semantic_router_sees_our_encoders_vectors() -> None:

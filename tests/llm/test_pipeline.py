@@ -12,6 +12,7 @@ import pytest
 from router import Router
 from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
 from router.testing import FakeVLLM
+from router.tiers import LOCAL
 from tests.llm.conftest import ESCALATED
 
 RouterFactory = Callable[..., Router]
@@ -20,7 +21,7 @@ RouterFactory = Callable[..., Router]
 def tiers01(router: Router, text: str) -> Decision:
     """What tiers 0-1 alone decide: the chain's local tiers, not tier 2."""
     queries = router.chain.start([text])
-    router.chain.run(queries, kinds=("inline", "compute"))
+    router.chain.run(queries, kinds=LOCAL)
     return router.chain.finish(queries)[0]
 
 

@@ -9,6 +9,7 @@ from bench.compare.methods.base import Method, MethodContext, MethodFactory, Out
 
 METHODS: dict[str, MethodFactory] = {
     "tiers01": tiered.tiers01,
+    "tiers01-static-off": tiered.tiers01_static_off,
     "tiers01-http": http.over_http,
     "tier2": tiered.with_tier2,
     "semantic-router": semantic.default,

@@ -1,4 +1,5 @@
-"""(a) tiered-router, tiers 0-1, and (b) the same index with the tier-2 LLM switched on."""
+"""(a) tiered-router, tiers 0-1, (a') the same index served without the static tier (1a), and (b)
+the same index with the tier-2 LLM switched on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Literal
 from bench.compare.methods.base import MethodContext, Outcome
 from router.builder import Builder
 from router.config import RouterConfig, RulesConfig
-from router.decision import TIER_LLM, TIER_RULES, Decision
+from router.decision import TIER_LLM, TIER_RULES, TIER_STATIC, Decision
 from router.llm.config import LLMConfig
 from router.router import Router
 
@@ -17,7 +18,8 @@ _INDEX = "tiered_index"
 
 
 def _tier(d: Decision) -> str:
-    if d.tier in (TIER_RULES, TIER_LLM):
+    # A static-tier Decision is always an accepted intent: never out of scope, never escalated.
+    if d.tier in (TIER_RULES, TIER_STATIC, TIER_LLM):
         return d.tier
     if d.out_of_scope:
         return "out_of_scope"
@@ -33,7 +35,8 @@ def outcome_of(d: Decision) -> Outcome:
 
 
 def shared_index(ctx: MethodContext) -> tuple[Path, float]:
-    """Build the context's index once; (b) and the HTTP row reuse (a)'s, as a user would."""
+    """Build the context's index once (static tier included); (a'), (b) and the HTTP row reuse (a)'s,
+    as a user would."""
     built = ctx.shared.get(_INDEX)
     if built is None:
         train, val = ctx.data.write_train(ctx.scratch / "data")
@@ -48,11 +51,12 @@ def shared_index(ctx: MethodContext) -> tuple[Path, float]:
 
 
 class Tiered:
-    def __init__(self, ctx: MethodContext, sample: int | None, tier2: bool) -> None:
+    def __init__(self, ctx: MethodContext, sample: int | None, tier2: bool, static: bool = True) -> None:
         self.ctx = ctx
         self.sample = sample
         self.tier2 = tier2
-        self.name = "tiered-router, tiers 0-1 + tier 2" if tier2 else "tiered-router, tiers 0-1"
+        self.static = static
+        self.name = "tiered-router, tiers 0-1" + (" + tier 2" if tier2 else "") + ("" if static else ", static off")
         self.notes: list[str] = []
         self.router: Router | None = None
 
@@ -62,7 +66,11 @@ class Tiered:
                           f"({build_seconds:.1f} s)")
         started = time.perf_counter()
         llm: LLMConfig | Literal["off"] = self.ctx.llm.model_copy(update={"gate": "on"}) if self.tier2 else "off"
-        self.router = Router.load(folder, encoder=self.ctx.encoder, llm=llm)
+        # static=None serves the static tier when the shared index has one; False skips it.
+        self.router = Router.load(folder, encoder=self.ctx.encoder, llm=llm, static=None if self.static else False)
+        if not self.static:
+            self.notes.append("the same index as tiers 0-1, served without the static tier (1a): "
+                              "every query the rules leave goes to the transformer")
         if self.tier2:
             assert self.router.tier2 is not None
             self.router.tier2.warm()
@@ -83,6 +91,10 @@ class Tiered:
 
 def tiers01(ctx: MethodContext, sample: int | None) -> Tiered:
     return Tiered(ctx, sample, tier2=False)
+
+
+def tiers01_static_off(ctx: MethodContext, sample: int | None) -> Tiered:
+    return Tiered(ctx, sample, tier2=False, static=False)
 
 
 def with_tier2(ctx: MethodContext, sample: int | None) -> Tiered:
