@@ -21,6 +21,7 @@ from router import Router
 from router.encoders import TokenEncoder, token_encoder
 from router.tiers import Chain, Query, Tier
 from router.tiers.embedding import EmbeddingTier
+from router.tiers.rules import RulesTier
 
 from .conftest import QUERY, TRANSFORMER_QUERY
 
@@ -73,7 +74,9 @@ class _NoForward:
 
 
 def test_tier0_rules_hit_or_miss(benchmark: Any, router: Router) -> None:
-    benchmark(_tier(router, "rules").rules.match, MISS)  # type: ignore[attr-defined]
+    rules = _tier(router, "rules")
+    assert isinstance(rules, RulesTier)
+    benchmark(rules.rules.match, MISS)
 
 
 def test_tokenize(benchmark: Any, router: Router) -> None:

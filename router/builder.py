@@ -36,7 +36,7 @@ from router.paths import indexes_dir
 from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
 from router.sources import resolve_sources
-from router.static.fit import HeldoutIds, StaticFit, StaticFitter
+from router.static.fit import HeldoutIds, StaticFit, StaticFitter, check_static_dim
 from router.static.model import HeldoutFigures, StaticManifest
 from router.vectors import choose_kind, new_index
 
@@ -77,6 +77,7 @@ class Builder:
                 f"static.enabled=true needs an encoder that exposes its tokenizer, and "
                 f"encoder.backend={self.config.encoder.backend!r} does not; use backend 'onnx', or set "
                 f"static.enabled: false (router build --static off)")
+        check_static_dim(self.config.static, tok)  # before minutes of encoding, not after
         return tok
 
     def _mine(self, pairs: Labelled, val: Labelled | None) -> list[MinedRule]:
@@ -227,7 +228,7 @@ def _static_record(fit: StaticFit, joint: Calibration, alone: Calibration) -> St
 
     table = fit.model.table
     return StaticManifest(
-        encoder_id=table.encoder_id, table_sha256=table.digest(), vocab=len(table.rows),
+        encoder_id=table.encoder_id, sha256=fit.model.digest(), vocab=len(table.rows),
         dimension=table.dimension, weighting=fit.weighting, weighting_coverage=fit.weighting_coverage,
         calibration=fit.calibration, table_cached=fit.table_cached, table_seconds=fit.table_seconds,
         tuned=fit.tuned,

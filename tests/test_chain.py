@@ -130,7 +130,7 @@ def test_an_escalated_best_guess_is_passed_on_and_replaced_by_a_later_tier() -> 
     assert queries[0].done and not queries[1].done
     assert queries[1].decision is not None and queries[1].decision.escalate  # the guess is kept while pending
     assert [name for name, *_ in log] == ["guess"]
-    chain.run(queries, kinds=("io",))  # the rest of the chain, as the service runs it
+    chain.run(queries, kinds={"io"})  # the rest of the chain, as the service runs it
     assert [(name, texts) for name, _, texts, _ in log] == [("guess", ["sure", "unsure"]), ("late", ["unsure"])]
     decisions = chain.finish(queries)
     assert [(d.tier, d.escalate) for d in decisions] == [("guess", False), ("late", False)]
@@ -141,7 +141,7 @@ def test_kinds_select_which_tiers_run() -> None:
     chain = Chain([Recorder("inline", "inline", log, never), Recorder("compute", "compute", log, never),
                    Recorder("io", "io", log, always)])
     queries = chain.start(["q"])
-    chain.run(queries, kinds=("inline",))
+    chain.run(queries, kinds={"inline"})
     assert [name for name, *_ in log] == ["inline"] and not queries[0].done
     asyncio.run(chain.arun(queries, kinds=("compute", "io")))
     assert [name for name, *_ in log] == ["inline", "compute", "io"] and queries[0].done

@@ -59,6 +59,13 @@ class StaticFit:
         return result
 
 
+def check_static_dim(config: StaticConfig, encoder: TokenEncoder) -> None:
+    dim = config.dim
+    if dim is not None and dim > encoder.dimension:
+        raise ConfigError(f"static.dim={dim} is larger than the encoder's dimension {encoder.dimension} "
+                          f"({encoder.encoder_id}); use a value in 1..{encoder.dimension} or leave it unset")
+
+
 class StaticFitter:
     def __init__(self, config: StaticConfig, calibration: CalibrationConfig, head: HeadConfig,
                  models_dir: str | None = None, progress: bool = False) -> None:
@@ -113,10 +120,8 @@ class StaticFitter:
                                c.oos_prior, c.z, self.config.oos_floor_quantile)
 
     def fit(self, encoder: TokenEncoder, data: HeldoutIds) -> StaticFit:
+        check_static_dim(self.config, encoder)
         dim = self.config.dim
-        if dim is not None and dim > encoder.dimension:
-            raise ConfigError(f"static.dim={dim} is larger than the encoder's dimension {encoder.dimension} "
-                              f"({encoder.encoder_id}); use a value in 1..{encoder.dimension} or leave it unset")
         t = time.perf_counter()
         raw, cached = cached_raw_table(encoder, self.models_dir, progress=self.progress)
         table_seconds = time.perf_counter() - t

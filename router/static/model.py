@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class HeldoutFigures(BaseModel):
 class StaticManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
     encoder_id: str  # the encoder the table was distilled from
-    table_sha256: str  # of the served rows: a table swapped after the build is refused
+    sha256: str  # of the served arrays (rows, head, examples): a static.npz changed after the build is refused
     vocab: int
     dimension: int
     weighting: str
@@ -70,12 +71,20 @@ class StaticModel:
         except (OSError, ValueError, KeyError) as exc:
             raise IndexError_(f"index {folder}: {STATIC_FILE} is missing or corrupt ({exc}); rebuild it") from exc
         rebuild = "rebuild it with: router build (or serve it with --static off)"
-        if built_for != encoder_id or record.encoder_id != encoder_id:
-            raise StaleIndexError(
-                f"index {folder}: its static table was distilled from encoder {built_for!r}, but the index "
-                f"uses {encoder_id!r}; {rebuild}")
-        table = StaticTable(rows, built_for, prefix, suffix)
-        if table.digest() != record.table_sha256:
+        for stale in (built_for, record.encoder_id):  # the file's own record, then the manifest's
+            if stale != encoder_id:
+                raise StaleIndexError(
+                    f"index {folder}: its static table was distilled from encoder {stale!r}, but the index "
+                    f"uses {encoder_id!r}; {rebuild}")
+        model = cls(StaticTable(rows, built_for, prefix, suffix), head, examples, offsets)
+        if model.digest() != record.sha256:
             raise IndexError_(f"index {folder}: {STATIC_FILE} does not match the sha256 in its manifest "
                               f"(changed after the build); {rebuild}")
-        return cls(table, head, examples, offsets)
+        return model
+
+    def digest(self) -> str:
+        """sha256 over every served array: the table, the head and the example vectors."""
+        h = hashlib.sha256()
+        for array in (self.table.rows, self.head.weights, self.head.bias, self.examples, self.offsets):
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()

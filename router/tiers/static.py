@@ -58,9 +58,7 @@ class StaticTier:
             q.latency_us["static"] = round(shared + elapsed_us(t, perf_counter_ns()), 1)
 
     def _decision(self, q: Query, probs: np.ndarray, similarity: float, score: float) -> Decision:
-        k = self.top_k
-        top = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
-        top = top[np.argsort(-probs[top], kind="stable")]
+        top = np.argsort(-probs, kind="stable")[: self.top_k]  # one call: cheaper than a partition for ~100s
         # Only the best candidate's similarity is computed: each one costs a block product on the hot path.
         candidates = [Candidate(self._intents[c], round(float(probs[c]), 6)) for c in top]
         candidates[0].similarity = round(similarity, 6)
