@@ -210,13 +210,17 @@ class Builder:
 
     def _joint(self, evidence: Evidence, static_fit: StaticFit, alone: Calibration) -> Calibration:
         """Tier 1b's threshold fitted on what reaches it: the queries the static tier accepts count in
-        the end-to-end precision with the static tier's answers (infinite score), so the pipeline as a
-        whole reaches ``calibration.target_precision``. The out-of-scope floor stays tier 1b's own."""
+        the end-to-end precision (with an infinite score), so the pipeline as a whole reaches
+        ``calibration.target_precision``. They are credited with the static tier's target precision,
+        not the precision they show on the split its threshold was fitted on, which is optimistic
+        (CLINC150: 99.3% held out, 98.7% on test). The out-of-scope floor stays tier 1b's own."""
         accepted = static_fit.accepted()
+        credit = min(self.config.static.target_precision, float(static_fit.evidence.correct[accepted].mean())
+                     if accepted.any() else 1.0)
         joint = self._fit(
             evidence,
             scores=np.where(accepted, np.inf, evidence.score),
-            correct=np.where(accepted, static_fit.evidence.correct, evidence.correct),
+            correct=np.where(accepted, credit, evidence.correct.astype(np.float64)),
             nearest_similarity=np.where(accepted, np.inf, evidence.nearest),
             floor=alone.oos_similarity_floor,
         )

@@ -63,7 +63,7 @@ class StaticConfig(_Strict):
     target_precision: float = Field(0.99, gt=0.0, le=1.0)
     # ``auto`` tries each weighting and keeps the one with the best held-out coverage at the target.
     weighting: Literal["auto", "uniform", "sif", "idf"] = "auto"
-    epochs: int = Field(150, ge=1, le=100_000)
+    epochs: int = Field(100, ge=1, le=100_000)
     # Supervised tuning of the table's rows on the intents before the head is trained (0: off).
     # Without a validation split the tuning runs inside each cross-fitting fold, so the fitted
     # thresholds see its effect on held-out examples.

@@ -26,7 +26,7 @@ from router.static.table import WEIGHTINGS, StaticTable, cached_raw_table, proje
 from router.static.tune import tune_rows
 
 # ``weighting: auto`` compares the weightings with heads trained this much shorter.
-SELECTION_EPOCH_SHARE = 3
+SELECTION_EPOCH_SHARE = 4
 
 
 @dataclass
@@ -86,10 +86,11 @@ class StaticFitter:
                                 data.n_classes, oos, val, data.folds)
 
     def _model(self, table: StaticTable, ids: Sequence[np.ndarray], classes: np.ndarray, n_classes: int,
-               short: int) -> StaticModel:
+               short: int, start_head: LinearHead | None = None) -> StaticModel:
         """Tune the rows on these examples (when on), then train the served head on the tuned vectors."""
         if self.config.tune_epochs > 0:
-            start_head = self._trainer(n_classes, short)(table.embed(ids), classes)
+            if start_head is None:
+                start_head = self._trainer(n_classes, short)(table.embed(ids), classes)
             rows = tune_rows(table.rows, [table.strip(row) for row in ids], classes, start_head,
                              self.config.tune_epochs, self.config.tune_lr)
             table = StaticTable(rows, table.encoder_id, table.prefix, table.suffix)
@@ -136,13 +137,25 @@ class StaticFitter:
         candidates = list(WEIGHTINGS) if self.config.weighting == "auto" else [self.config.weighting]
         coverage: dict[str, float] = {}
         short = max(1, self.config.epochs // SELECTION_EPOCH_SHARE)
+        # With a validation split the short head of the chosen weighting (trained on every example)
+        # also starts the tuning: one head fewer to train.
+        short_heads: dict[str, LinearHead] = {}
         if len(candidates) > 1:
             for weighting in candidates:
-                cal = self._calibrate(self._evidence(table_for(weighting), data, short))
-                coverage[weighting] = round(cal.coverage or 0.0, 4)
+                table = table_for(weighting)
+                if data.validation is not None:
+                    vectors = table.embed(data.examples)
+                    short_heads[weighting] = self._trainer(data.n_classes, short)(vectors, data.classes)
+                    examples, offsets = group_by_class(vectors, data.classes, data.n_classes)
+                    ids, truth = data.validation
+                    evidence = score_queries(short_heads[weighting], examples, offsets, table.embed(ids), truth)
+                else:
+                    evidence = self._evidence(table, data, short)
+                coverage[weighting] = round(self._calibrate(evidence).coverage or 0.0, 4)
         chosen = max(candidates, key=lambda w: coverage.get(w, 0.0))
         tuned = self.config.tune_epochs > 0
-        model = self._model(table_for(chosen), data.examples, data.classes, data.n_classes, short)
+        model = self._model(table_for(chosen), data.examples, data.classes, data.n_classes, short,
+                            short_heads.get(chosen))
         if data.validation is not None:  # the served model is the one calibrated
             ids, truth = data.validation
             evidence = score_queries(model.head, model.examples, model.offsets, model.table.embed(ids), truth)
