@@ -59,7 +59,8 @@ def fit_calibration(
     floor: float | None = None,
 ) -> Calibration:
     """``scores``: acceptance score per held-out query; ``correct``: the head's best guess is right
-    (always False for out-of-scope queries; a float is an expected correctness); ``nearest_similarity``: to the nearest known example.
+    (always False for out-of-scope queries; a float is an expected correctness); ``nearest_similarity``:
+    to the nearest known example.
     ``floor`` fixes the out-of-scope floor instead of taking it from the in-scope quantile (the
     joint fit gives queries an earlier tier accepted an infinite score and similarity)."""
     n_oos = int(is_oos.sum())
