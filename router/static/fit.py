@@ -79,11 +79,11 @@ class StaticFitter:
         h = self.head
         return lambda x, y: train_head(x, y, n_classes, l2=h.l2, epochs=epochs, learning_rate=h.learning_rate)
 
-    def _evidence(self, table: StaticTable, data: HeldoutIds, epochs: int) -> Evidence:
-        val = None if data.validation is None else (table.embed(data.validation[0]), data.validation[1])
+    def _crossfit_untuned(self, table: StaticTable, data: HeldoutIds, epochs: int) -> Evidence:
+        """Out-of-fold evidence without tuning: enough to compare weightings."""
         oos = table.embed(data.oos) if len(data.oos) else np.zeros((0, table.dimension), np.float32)
         return heldout_evidence(self._trainer(data.n_classes, epochs), table.embed(data.examples), data.classes,
-                                data.n_classes, oos, val, data.folds)
+                                data.n_classes, oos, None, data.folds)
 
     def _model(self, table: StaticTable, ids: Sequence[np.ndarray], classes: np.ndarray, n_classes: int,
                short: int, start_head: LinearHead | None = None) -> StaticModel:
@@ -150,7 +150,7 @@ class StaticFitter:
                     ids, truth = data.validation
                     evidence = score_queries(short_heads[weighting], examples, offsets, table.embed(ids), truth)
                 else:
-                    evidence = self._evidence(table, data, short)
+                    evidence = self._crossfit_untuned(table, data, short)
                 coverage[weighting] = round(self._calibrate(evidence).coverage or 0.0, 4)
         chosen = max(candidates, key=lambda w: coverage.get(w, 0.0))
         tuned = self.config.tune_epochs > 0

@@ -9,7 +9,6 @@ each row, so that serving a query is a gather, a sum and a normalisation.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -154,6 +153,3 @@ class StaticTable:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.clip(norms, 1e-12, None)
         return out
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.rows.tobytes()).hexdigest()
