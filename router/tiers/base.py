@@ -22,6 +22,13 @@ from router.decision import Decision
 TierKind = Literal["inline", "compute", "io"]
 
 
+def top_classes(probs: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable classes, best first (ties keep class order)."""
+    top = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
+    result: np.ndarray = top[np.argsort(-probs[top], kind="stable")]
+    return result
+
+
 def elapsed_us(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1000.0, 1)
 

@@ -14,7 +14,7 @@ import numpy as np
 from router.artifact import IndexArtifact
 from router.decision import TIER_EMBEDDING, Candidate, Decision
 from router.encoders import Encoder, TokenEncoder, token_encoder
-from router.tiers.base import Query, TierKind, elapsed_us
+from router.tiers.base import Query, TierKind, elapsed_us, top_classes
 
 
 class EmbeddingTier:
@@ -59,11 +59,8 @@ class EmbeddingTier:
 
     def _decision(self, q: Query, vector: np.ndarray, probs: np.ndarray, nearest: float) -> Decision:
         art = self.artifact
-        k = self.top_k
-        top = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
-        top = top[np.argsort(-probs[top], kind="stable")]
         candidates = []
-        for cls in top:
+        for cls in top_classes(probs, self.top_k):
             lo, hi = art.offsets[cls], art.offsets[cls + 1]
             sim = float((art.examples[lo:hi] @ vector).max())
             candidates.append(Candidate(art.head_intents[cls], round(float(probs[cls]), 6), round(sim, 6)))
