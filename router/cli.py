@@ -246,13 +246,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_compare(args: argparse.Namespace) -> int:
-    try:
-        from bench.compare.cli import run
-    except ImportError as exc:
-        if exc.name is None or not exc.name.startswith("bench"):
-            raise
-        raise ConfigError("router bench compare runs from a source checkout (bench/ is not in the wheel): "
-                          "pip install -e '.[bench]' in the repository") from exc
+    from router.bench.cli import run
+
     return run(args)
 
 
@@ -265,11 +260,8 @@ def cmd_models_export(args: argparse.Namespace) -> int:
 
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    try:
-        from bench.compare.cli import add_arguments
-    except ImportError:  # an installed wheel without bench/: the command explains when run
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        return
+    from router.bench.cli import add_arguments
+
     add_arguments(p)
 
 

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
-from bench.compare.cost import CostModel
-from bench.compare.methods.base import Outcome
-from bench.compare.metrics import Record
+from router.bench.cost import CostModel
+from router.bench.methods.base import Outcome
+from router.bench.metrics import Record
 from router.decision import LLMCall
 from router.dispatch.config import Price
 from router.errors import ConfigError

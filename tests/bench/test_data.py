@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.compare.data import holdout, load_bench_data
+from router.bench.data import holdout, load_bench_data
 from router.intents import OOS, Labelled
 
 

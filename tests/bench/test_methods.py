@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.compare.data import load_bench_data
-from bench.compare.methods import METHODS, MethodContext
-from bench.compare.methods.semantic import _encoder_class
-from bench.compare.methods.tiered import Tiered, outcome_of
-from bench.compare.plots import TIER_COLOURS, TIER_ORDER
+from router.bench.data import load_bench_data
+from router.bench.methods import METHODS, MethodContext
+from router.bench.methods.semantic import _encoder_class
+from router.bench.methods.tiered import Tiered, outcome_of
+from router.bench.plots import TIER_COLOURS, TIER_ORDER
 from router.config import EncoderConfig
 from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_RULES, TIER_STATIC, Candidate, Decision
 from router.encoders import build_encoder

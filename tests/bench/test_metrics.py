@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.compare.methods.base import Outcome
-from bench.compare.metrics import Record, coverage_curve, operating_point, summarize, wilson
+from router.bench.methods.base import Outcome
+from router.bench.metrics import Record, coverage_curve, operating_point, summarize, wilson
 from router.decision import LLMCall
 
 

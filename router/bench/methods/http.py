@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from bench.compare.methods.base import MethodContext, Outcome
-from bench.compare.methods.tiered import outcome_of, shared_index
+from router.bench.methods.base import MethodContext, Outcome
+from router.bench.methods.tiered import outcome_of, shared_index
 from router.decision import Candidate, Decision
 from router.testing.process import ServeProcess
 

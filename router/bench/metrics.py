@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.compare.methods.base import Outcome
+from router.bench.methods.base import Outcome
 from router.intents import OOS
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.compare.plots import write_plots
+from router.bench.plots import write_plots
 
 # Every query's outcome, one JSON object a line: what each figure in the report is computed from.
 QUERIES = "queries.jsonl.gz"
@@ -182,8 +182,8 @@ def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
 
 def load_results(folder: Path) -> dict[str, Any]:
     """A finished run's results with its per-query records, read back to re-render the report."""
-    from bench.compare.methods.base import Outcome
-    from bench.compare.metrics import Record
+    from router.bench.methods.base import Outcome
+    from router.bench.metrics import Record
     from router.decision import LLMCall
 
     results: dict[str, Any] = json.loads((folder / "results.json").read_text())

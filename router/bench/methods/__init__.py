@@ -4,8 +4,8 @@ Each module imports its heavy or optional dependency (semantic-router, an LLM ba
 when the method is built.
 """
 
-from bench.compare.methods import every_turn, http, semantic, tiered
-from bench.compare.methods.base import Method, MethodContext, MethodFactory, Outcome
+from router.bench.methods import every_turn, http, semantic, tiered
+from router.bench.methods.base import Method, MethodContext, MethodFactory, Outcome
 
 METHODS: dict[str, MethodFactory] = {
     "tiers01": tiered.tiers01,

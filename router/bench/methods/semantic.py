@@ -13,8 +13,8 @@ import time
 from functools import cache
 from typing import Any
 
-from bench.compare.data import holdout
-from bench.compare.methods.base import MethodContext, Outcome
+from router.bench.data import holdout
+from router.bench.methods.base import MethodContext, Outcome
 from router.encoders import Encoder, build_encoder
 from router.errors import ConfigError
 from router.intents import OOS, Labelled

@@ -12,7 +12,7 @@ import time
 from time import perf_counter_ns
 from typing import Any
 
-from bench.compare.methods.base import MethodContext, Outcome
+from router.bench.methods.base import MethodContext, Outcome
 from router.decision import LLMCall
 from router.errors import ProviderError
 from router.intents import intent_set_from_labelled

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from bench.compare.methods.base import MethodContext, Outcome
+from router.bench.methods.base import MethodContext, Outcome
 from router.builder import Builder
 from router.config import RouterConfig, RulesConfig
 from router.decision import TIER_LLM, TIER_RULES, TIER_STATIC, Decision

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bench.compare.metrics import Record
+from router.bench.metrics import Record
 from router.dispatch.config import Price, load_routing
 from router.llm.config import LLMBackendConfig
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.compare.cost import CostModel
-from bench.compare.data import BenchData, load_bench_data
-from bench.compare.methods import METHODS, Method, MethodContext
-from bench.compare.metrics import Record, coverage_curve, operating_point, summarize
-from bench.compare.scaling import run_scaling
+from router.bench.cost import CostModel
+from router.bench.data import BenchData, load_bench_data
+from router.bench.methods import METHODS, Method, MethodContext
+from router.bench.metrics import Record, coverage_curve, operating_point, summarize
+from router.bench.scaling import run_scaling
 from router.config import EncoderConfig, VectorIndexConfig
 from router.datasets import DATASETS
 from router.errors import ConfigError
@@ -165,7 +165,7 @@ def run_compare(config: CompareConfig, progress: Callable[[str], None] | None = 
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["wall_s"] = time.perf_counter() - started
-    from bench.compare.report import write_report
+    from router.bench.report import write_report
 
     write_report(results, config.out)
     return results

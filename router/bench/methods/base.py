@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bench.compare.data import BenchData
+from router.bench.data import BenchData
 from router.config import EncoderConfig
 from router.decision import LLMCall
 from router.llm.config import LLMConfig

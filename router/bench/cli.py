@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from router.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bench.compare.runner import CompareConfig
+    from router.bench.runner import CompareConfig
 
 
 def _csv(value: str) -> list[str]:
@@ -46,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """``args.argv`` (set by ``router.cli.main``) is recorded in the report as the command that made it."""
     from pydantic import ValidationError
 
-    from bench.compare.runner import CompareConfig
+    from router.bench.runner import CompareConfig
     from router.config import format_validation
 
     data: dict[str, Any] = {"out": Path(args.out), "command": shlex.join(["router", *getattr(args, "argv", [])])}
@@ -75,10 +75,10 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.compare.runner import run_compare
+    from router.bench.runner import run_compare
 
     if args.render_only:
-        from bench.compare.report import load_results, write_report
+        from router.bench.report import load_results, write_report
 
         out = Path(args.out)
         if not (out / "results.json").is_file():
