@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-llm index run demo test test-slow test-llm bench compare lint clean
+.PHONY: install install-llm index run demo test test-slow test-llm test-package bench compare lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-slow: $(STAMP)
 
 test-llm: install-llm
 	$(BIN)/pytest -q -m llm
+
+# The wheel in a fresh venv, used from an empty folder (README "Install with pip").
+test-package: $(STAMP)
+	$(BIN)/pytest -q -m package
 
 bench: index
 	$(BIN)/pytest bench -q -s --benchmark-enable --benchmark-columns=min,median,mean,max,ops \

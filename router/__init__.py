@@ -4,6 +4,8 @@ Nothing heavy is imported here: ONNX Runtime, FAISS and tokenizers load when a
 Router or Builder is first built.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from router.builder import Builder, BuildReport
 from router.calibration import Calibration
 from router.config import (
@@ -31,6 +33,11 @@ from router.intents import Intent, IntentSet, intent_set_from_yaml, load_intent_
 from router.router import Router
 from router.rules import RuleMatch, RuleSet
 from router.vectors import VECTOR_INDEXES, VectorIndex
+
+try:
+    __version__ = version("tiered-router")
+except PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ENCODERS",
@@ -61,6 +68,7 @@ __all__ = [
     "StaticConfig",
     "VectorIndex",
     "VectorIndexConfig",
+    "__version__",
     "intent_set_from_yaml",
     "load_config",
     "load_intent_source",

@@ -130,7 +130,8 @@ def read_manifest(folder: Path) -> IndexManifest:
     path = folder / "manifest.json"
     if not path.is_file():
         raise IndexError_(
-            f"no index at {folder} (missing manifest.json); build it with: router build --name {folder.name}"
+            f"no index at {folder} (missing manifest.json); build it with: router build --name {folder.name}, "
+            "or point at the folder that holds it with --index-dir or $ROUTER_INDEX_DIR"
         )
     try:
         manifest = IndexManifest.model_validate_json(path.read_text())

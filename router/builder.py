@@ -33,12 +33,16 @@ from router.intents import (
 )
 from router.llm.measure import measure_gate
 from router.paths import indexes_dir
+from router.progress import Bar, Progress, make_progress
 from router.rule_mining import MinedRule, mine_keyword_rules
 from router.rules import IntentRules
 from router.sources import resolve_sources
 from router.static.fit import HeldoutIds, StaticFit, StaticFitter, check_static_dim
 from router.static.model import HeldoutFigures, StaticManifest
 from router.vectors import choose_kind, new_index
+
+# Texts per tick of the "encode examples" bar (rounded down to whole encoder batches).
+ENCODE_CHUNK = 1024
 
 
 @dataclass
@@ -49,17 +53,19 @@ class BuildReport:
 
 
 class Builder:
-    def __init__(self, config: RouterConfig, encoder: Encoder | None = None, progress: bool = False) -> None:
+    def __init__(self, config: RouterConfig, encoder: Encoder | None = None, progress: bool | Progress = False) -> None:
+        """``progress``: show the build's stages on stderr when it is a terminal (or this ``Progress``)."""
         self.config = config
-        self.progress = progress
+        self.progress = make_progress(progress)
         # Build-time encoding sees each text once: an LRU cache would only cost memory.
         enc = config.encoder
         uncached = enc.model_copy(update={"cache_size": 0, "threads": enc.build_threads or os.cpu_count() or 1})
         self.encoder = encoder if encoder is not None else build_encoder(uncached)
 
-    def _train(self, vectors: np.ndarray, classes: np.ndarray, n_classes: int) -> LinearHead:
+    def _train(self, vectors: np.ndarray, classes: np.ndarray, n_classes: int, bar: Bar | None = None) -> LinearHead:
         h = self.config.head
-        return train_head(vectors, classes, n_classes, l2=h.l2, epochs=h.epochs, learning_rate=h.learning_rate)
+        return train_head(vectors, classes, n_classes, l2=h.l2, epochs=h.epochs, learning_rate=h.learning_rate,
+                          on_epoch=None if bar is None else bar.update)
 
     def _fit(self, e: Evidence, **overrides: Any) -> Calibration:
         c = self.config.calibration
@@ -90,12 +96,19 @@ class Builder:
         return mine_keyword_rules(train, val, r.min_precision, r.min_train_support, r.min_val_support,
                                   max_per_intent=r.max_per_intent)
 
-    def _encode(self, tok: TokenEncoder | None, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _encode(self, tok: TokenEncoder | None, texts: list[str],
+                stage: str = "encode examples") -> tuple[np.ndarray, list[np.ndarray]]:
         """Vectors, and token ids when the static tier is on (tokenised once for both tiers)."""
-        if tok is None:
-            return self.encoder.encode(texts), []
-        ids = tok.token_ids(texts)
-        return tok.encode_ids(ids), ids
+        with self.progress.stage(stage, total=len(texts), unit="text") as bar:
+            if tok is None:
+                inner = token_encoder(self.encoder)
+                if inner is None:  # one call: no count to show
+                    vectors = self.encoder.encode(texts)
+                    bar.update(len(texts))
+                    return vectors, []
+                return _encode_ids(inner, inner.token_ids(texts), bar), []
+            ids = tok.token_ids(texts)
+            return _encode_ids(tok, ids, bar), ids
 
     def build(self, folder: Path | None = None) -> BuildReport:
         started = time.perf_counter()
@@ -114,7 +127,8 @@ class Builder:
         in_vectors, oos_vectors = vectors[in_scope], vectors[~in_scope]
 
         t = time.perf_counter()
-        head = self._train(in_vectors, classes, len(names))
+        with self.progress.stage("fit head", total=self.config.head.epochs, unit="epoch") as bar:
+            head = self._train(in_vectors, classes, len(names), bar)
         seconds["head"] = time.perf_counter() - t
         examples, offsets = group_by_class(in_vectors, classes, len(names))
 
@@ -138,7 +152,7 @@ class Builder:
             if val is not None:
                 val = only(val, [lab == OOS or lab in names for lab in val.labels])
                 truth = np.array([names.index(lab) if lab != OOS else -1 for lab in val.labels])
-                val_vectors, val_ids = self._encode(tok, val.texts)
+                val_vectors, val_ids = self._encode(tok, val.texts, "encode validation")
                 # Out-of-scope training examples are never trained on when there is a validation split
                 # (the heads and the index hold in-scope examples only), so they join the held-out set:
                 # CLINC150's validation split has only 100 out-of-scope queries to fit the leak on.
@@ -146,12 +160,14 @@ class Builder:
                 validation = (np.vstack([val_vectors, oos_vectors]),
                               np.concatenate([truth, np.full(len(oos_rows), -1)]))
                 val_ids = list(val_ids) + [ids[i] for i in oos_rows] if ids else val_ids
-            if validation is not None:  # the served head is the one calibrated
-                evidence = score_queries(head, examples, offsets, *validation)
-            else:
-                evidence = heldout_evidence(lambda x, y: self._train(x, y, len(names)), in_vectors, classes,
-                                            len(names), oos_vectors, None, folds)
-            calibration = self._fit(evidence)
+            with self.progress.stage("calibrate", total=None if validation is not None else folds,
+                                     unit="fold") as bar:
+                if validation is not None:  # the served head is the one calibrated
+                    evidence = score_queries(head, examples, offsets, *validation)
+                else:
+                    evidence = heldout_evidence(lambda x, y: self._train(x, y, len(names)), in_vectors, classes,
+                                                len(names), oos_vectors, None, folds, on_fold=bar.update)
+                calibration = self._fit(evidence)
             seconds["calibration"] = time.perf_counter() - t
             if tok is not None:
                 t = time.perf_counter()
@@ -169,11 +185,15 @@ class Builder:
         t = time.perf_counter()
         vi = self.config.vector_index
         kind = choose_kind(vi.kind, len(examples), vi.auto_hnsw_from)
-        index = new_index(kind, self.encoder.dimension, vi.model_dump(exclude={"kind"}))
-        index.add(examples)
+        with self.progress.stage("vector index"):
+            index = new_index(kind, self.encoder.dimension, vi.model_dump(exclude={"kind"}))
+            index.add(examples)
         seconds["vector_index"] = time.perf_counter() - t
 
-        mined = self._mine(pairs, sources.validation) if self.config.rules.mine else []
+        mined: list[MinedRule] = []
+        if self.config.rules.mine:
+            with self.progress.stage("mine rules"):
+                mined = self._mine(pairs, sources.validation)
         rules = [IntentRules(i.name, i.patterns, i.keywords) for i in intents.intents]
         for rule in mined:
             rules.append(IntentRules(rule.intent, (), (rule.keyword,)))
@@ -198,12 +218,14 @@ class Builder:
             static=None if static_fit is None or alone is None else _static_record(static_fit, calibration, alone),
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
-        IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
-                      None if static_fit is None else static_fit.model).save(folder)
+        with self.progress.stage("write index"):
+            IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
+                          None if static_fit is None else static_fit.model).save(folder)
         llm = self.config.llm
         if llm is not None and llm.gate == "auto" and sources.validation is not None:
             t = time.perf_counter()
-            manifest = manifest.model_copy(update={"llm_gate": measure_gate(folder, llm, sources.validation)})
+            manifest = manifest.model_copy(update={"llm_gate": measure_gate(folder, llm, sources.validation,
+                                                                           self.progress)})
             write_manifest(folder, manifest)
             seconds["llm_gate"] = time.perf_counter() - t
         return BuildReport(folder, manifest, seconds)
@@ -225,6 +247,25 @@ class Builder:
             floor=alone.oos_similarity_floor,
         )
         return joint
+
+def _encode_ids(tok: TokenEncoder, ids: list[np.ndarray], bar: Bar) -> np.ndarray:
+    """``tok.encode_ids(ids)`` in chunks, so that ``bar`` moves. The chunks are whole encoder batches
+    of the length-sorted order, which is how the encoder batches one call itself: the vectors are
+    the same as one call's, padding included."""
+    batch = getattr(tok, "batch_size", None)
+    if not isinstance(batch, int) or batch < 1 or len(ids) <= batch:
+        vectors = tok.encode_ids(ids)
+        bar.update(len(ids))
+        return vectors
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    step = batch * max(1, ENCODE_CHUNK // batch)
+    out = np.empty((len(ids), tok.dimension), dtype=np.float32)
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        out[chunk] = tok.encode_ids([ids[i] for i in chunk])
+        bar.update(len(chunk))
+    return out
+
 
 def _static_record(fit: StaticFit, joint: Calibration, alone: Calibration) -> StaticManifest:
     def figures(cal: Calibration) -> HeldoutFigures:

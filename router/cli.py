@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from router.config import RouterConfig, format_validation, load_config
-from router.errors import ConfigError, RouterError
+from router.config import EncoderConfig, RouterConfig, format_validation, load_config
+from router.errors import ConfigError, MissingDependency, RouterError
+from router.service.config import ServeConfig
 
 
 def _config_from_args(args: argparse.Namespace) -> RouterConfig:
@@ -74,22 +75,25 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="a shipped dataset: clinc150 or banking77")
     p.add_argument("--intents", help="intent YAML, or labelled JSONL/CSV training file")
     p.add_argument("--validation", help="labelled JSONL/CSV validation file for calibration and rule mining")
-    p.add_argument("--name", help="index name under indexes/ (default: the config's, or 'default')")
-    p.add_argument("--model", help="encoder model manifest (minilm-l6-fp32, minilm-l6-int8)")
+    p.add_argument("--name", help="index name under the index folder (default: the config's, or 'default')")
+    p.add_argument("--model", help="encoder model manifest (default minilm-l6-int8; minilm-l6-fp32 is opt-in)")
     p.add_argument("--backend", help="encoder backend (onnx, st, hashing)")
-    p.add_argument("--threads", type=int, help="encoder threads")
+    p.add_argument("--threads", type=int,
+                   help=f"encoder threads at query time (default {EncoderConfig.model_fields['threads'].default})")
     p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0")
     p.add_argument("--static", choices=["on", "off"], help="tier 1a, the static token table (default on)")
+    _add_index_dir(p)
     _add_llm_args(p)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from router.builder import Builder
+    from router.paths import indexes_dir
 
     if not (args.config or args.dataset or args.intents):
         args.dataset, args.name = "clinc150", args.name or "default"
     config = _config_from_args(args)
-    report = Builder(config, progress=True).build()
+    report = Builder(config, progress=_progress(args)).build(indexes_dir(args.index_dir) / config.name)
     m = report.manifest
     for rule in m.mined_rules:
         print(f"rule {rule.intent:<28} {rule.keyword!r:<28} train support {rule.train_support:>4}  "
@@ -134,7 +138,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             llm = LLMConfig.model_validate({**_llm_from_args(args, None), "gate": "on"})
         except ValidationError as exc:
             raise ConfigError(format_validation(exc, "--llm options")) from exc
-    router = Router.load(args.index, llm=llm)
+    router = Router.load(args.index, index_dir=args.index_dir, llm=llm)
     try:
         if router.escalator is not None:
             print(f"tier 2: {router.escalator.status}", file=sys.stderr)
@@ -161,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.dataset = args.dataset_name or args.dataset or "clinc150"
         test = load_dataset(args.dataset).test
     config = _config_from_args(args)
-    result = run_eval(config, test, progress=config.llm is not None)
+    result = run_eval(config, test, progress=_progress(args))
     if args.json:
         print(json.dumps(result))
     else:
@@ -170,10 +174,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from router.service import ServeConfig, serve
+_SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "prometheus_client"}
 
-    keys = ("host", "port", "index", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from router.service import ServeConfig, serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _SERVER_MODULES:
+            raise
+        raise MissingDependency(f"router serve needs the [server] extra ({exc.name} is not installed): "
+                                "pip install 'tiered-router[server]'") from exc
+
+    keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
             "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
     options: dict[str, Any] = {k: getattr(args, k) for k in keys}
     if args.static is not None:
@@ -265,17 +278,46 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
+def _serve_default(field: str) -> Any:
+    """Help text takes its defaults from the config model, so that the two cannot disagree."""
+    return ServeConfig.model_fields[field].default
+
+
+def _add_index_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index-dir", help="folder of named indexes (default: $ROUTER_INDEX_DIR, else ./indexes)")
+
+
+_QUIET_HELP = "no progress bars on stderr (they are shown only when stderr is a terminal)"
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    """``-q`` after a subcommand too; SUPPRESS keeps the subparser from resetting ``router -q``'s value."""
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress is on unless ``--quiet``; ``router.progress`` shows it only on a terminal."""
+    return not getattr(args, "quiet", False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="router", description=__doc__)
+    from router import __version__
+
+    parser = argparse.ArgumentParser(prog="router", description=__doc__,
+                                     epilog="exit codes: 0 ok, 1 a router error (message on stderr), 2 a usage error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (tiered-router)")
+    parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", help="build an index (default: CLINC150 as 'default')")
     _add_source_args(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("classify", help="classify texts, print each Decision as JSON")
     p.add_argument("text", nargs="+")
-    p.add_argument("--index", default="default", help="index name or folder")
+    p.add_argument("--index", default="default", help="index name or folder (default: default)")
+    _add_index_dir(p)
     _add_llm_args(p)
     p.set_defaults(func=cmd_classify)
 
@@ -286,21 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="labelled test file (JSONL/CSV)")
     p.add_argument("--val", help="labelled validation file (JSONL/CSV)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_quiet(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("serve", help="serve POST /v1/classify over HTTP (default 127.0.0.1:8000, index 'default')")
-    p.add_argument("--host", help="default 127.0.0.1")
-    p.add_argument("--port", type=int, help="default 8000")
-    p.add_argument("--index", help="index name or folder (default: default)")
+    p = sub.add_parser("serve", help="serve POST /v1/classify over HTTP (default 127.0.0.1:8000, index 'default'); "
+                                     "needs the [server] extra")
+    p.add_argument("--host", help=f"default {_serve_default('host')}")
+    p.add_argument("--port", type=int, help=f"default {_serve_default('port')}")
+    p.add_argument("--index", help=f"index name or folder (default: {_serve_default('index')})")
+    _add_index_dir(p)
     p.add_argument("--encoder-threads", type=int, help="ONNX Runtime threads (default: one per core, at most 4)")
     p.add_argument("--static", choices=["on", "off"], help="serve tier 1a, the static token table (default: on "
                    "when the index has one)")
-    p.add_argument("--encoder-cache-size", type=int, help="query-embedding cache entries (0: off)")
-    p.add_argument("--batch-window-ms", type=float, help="micro-batch window (default 2)")
-    p.add_argument("--batch-max", type=int, help="texts per micro-batch (default 32)")
-    p.add_argument("--max-in-flight", type=int, help="requests in flight before 503 (default 256)")
-    p.add_argument("--request-timeout-s", type=float, help="per-request timeout (default 10)")
-    p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>'")
+    p.add_argument("--encoder-cache-size", type=int,
+                   help="query-embedding cache entries, 0: off (default: the index's, 4096 unless built otherwise)")
+    p.add_argument("--batch-window-ms", type=float,
+                   help=f"micro-batch window (default {_serve_default('batch_window_ms')})")
+    p.add_argument("--batch-max", type=int, help=f"texts per micro-batch (default {_serve_default('batch_max')})")
+    p.add_argument("--max-in-flight", type=int,
+                   help=f"requests in flight before 503 (default {_serve_default('max_in_flight')})")
+    p.add_argument("--request-timeout-s", type=float,
+                   help=f"per-request timeout in seconds (default {_serve_default('request_timeout_s')})")
+    p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>' (default: no auth)")
     p.add_argument("--skills", help="module:registry of skills; turns on POST /v1/dispatch "
                                     "(e.g. router.dispatch.demo:registry)")
     p.add_argument("--routing", help="routing file for the dispatcher, merged over the shipped one")
@@ -332,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("compare", help="tiered-router vs semantic-router vs an LLM every turn, "
                                         "on CLINC150 and BANKING77; writes a report")
     _add_bench_args(b)
+    _add_quiet(b)
     b.set_defaults(func=cmd_bench_compare)
 
     p = sub.add_parser("models", help="model files")
@@ -343,13 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 ok, 1 a ``RouterError`` (its message on stderr), 2 a usage error (argparse), 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args))
     except RouterError as exc:
         print(f"router: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except KeyboardInterrupt:  # before `serve` has its own handlers, or during a build: no traceback
+        print("router: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

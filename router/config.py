@@ -18,12 +18,14 @@ class _Strict(BaseModel):
 
 class EncoderConfig(_Strict):
     backend: str = "onnx"
-    model: str = "minilm-l6-fp32"
+    model: str = "minilm-l6-int8"
     threads: int = Field(1, ge=1, le=256)
     # Threads for encoding the examples at build time; None: one per core (a build is offline work).
     build_threads: int | None = Field(None, ge=1, le=256)
     batch_size: int = Field(64, ge=1, le=4096)
     cache_size: int = Field(4096, ge=0, le=10_000_000)
+    # A folder of extra model manifests; its cache/ then holds exported and distilled files
+    # (router/paths.py). None: $ROUTER_MODELS_DIR, ./models, then the shipped manifests.
     models_dir: str | None = None
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 TIER_RULES = "rules"
@@ -62,3 +63,27 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """The inverse of ``to_dict``; also reads the HTTP service's Decision payloads.
+
+        Keys it does not know are ignored, so a newer server's payload still parses; a missing
+        required key raises TypeError. Lists and dicts are copied, never shared with ``data``.
+        """
+        values = _known(cls, data)
+        if "candidates" in values:
+            values["candidates"] = [Candidate(**_known(Candidate, c)) for c in values["candidates"]]
+        if values.get("llm") is not None:
+            llm = _known(LLMCall, values["llm"])
+            values["llm"] = LLMCall(**{**llm, "fallback_from": list(llm.get("fallback_from", []))})
+        for name, copy in (("slots", dict), ("latency_us", dict), ("flags", list)):
+            if name in values:
+                values[name] = copy(values[name])
+        return cls(**values)
+
+
+def _known(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of the dataclass ``cls``."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -6,6 +6,7 @@ boundary so callers catch one family::
 
     RouterError
     ├── ConfigError            bad YAML, unknown key, invalid value, bad intent set
+    │   └── MissingDependency  an optional extra is not installed; names what to pip install
     ├── InputError             a query the router refuses (empty, not a string, too long,
     │                          batch too large); also a ValueError
     ├── ModelError             model package missing, file hash mismatch, export failure
@@ -19,24 +20,38 @@ boundary so callers catch one family::
     │   ├── RequestRejected    the provider refused the request itself (400/401/403, quota)
     │   ├── CircuitOpen        the backend's circuit breaker is open; the call was not made
     │   └── FallbacksExhausted every model of a stage's fallback chain failed; ``errors`` holds each
-    └── DispatchError          the skill dispatcher refused or could not finish a step
-        ├── BudgetExceeded     a session/hourly budget would be exceeded; the call was not made
-        ├── SkillNotAllowed    the skill is not in the allowlist (registry)
-        ├── InvalidParameters  extracted or given parameters fail the skill's schema; also a ValueError
-        ├── ApprovalError      unknown, expired or already used approval id
-        └── SkillFailed        the handler raised, or its result failed the schema/freshness check
+    ├── DispatchError          the skill dispatcher refused or could not finish a step
+    │   ├── BudgetExceeded     a session/hourly budget would be exceeded; the call was not made
+    │   ├── SkillNotAllowed    the skill is not in the allowlist (registry)
+    │   ├── InvalidParameters  extracted or given parameters fail the skill's schema; also a ValueError
+    │   ├── ApprovalError      unknown, expired or already used approval id
+    │   └── SkillFailed        the handler raised, or its result failed the schema/freshness check
+    └── ServiceError           the HTTP client (``router.client``): the service answered 4xx/5xx, or no answer;
+        │                      ``status`` (None without an answer), ``detail``, ``error``, ``retry_after``
+        ├── ServiceInputError  400/413/422: the request was refused as invalid; also an InputError
+        ├── ServiceAuthError   401/403: bearer token missing or wrong
+        ├── ServiceUnavailable 503 (Retry-After), a generic 429, connection refused or dropped
+        │   └── ServiceTimeout no answer within the client's timeout, or 504 (request_timeout_s)
+        └── ServiceDispatchError  /v1/dispatch refused or failed a step (403/422/429/502); also a
+                               DispatchError; ``error`` names the server's class, e.g. BudgetExceeded
 
 A ``ProviderError`` carries ``backend`` (which one failed), ``reason`` (a short code such as
 ``timeout`` or ``http_500``) so a degraded Decision can say why, ``retryable`` (whether the
 dispatcher may try the same model again) and ``retry_after`` (seconds, when the provider said).
+
+A ``ServiceError`` is what ``router.client`` raises for the HTTP service: its message carries the
+status code and the server's detail; other 5xx and unexpected 4xx raise ``ServiceError`` itself.
 
 Messages name the parameter and the offending value, and say how to fix it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
+    "MissingDependency",
     "IndexError_",
     "InputError",
     "ModelError",
@@ -55,6 +70,12 @@ __all__ = [
     "ApprovalError",
     "SkillFailed",
     "RouterError",
+    "ServiceAuthError",
+    "ServiceDispatchError",
+    "ServiceError",
+    "ServiceInputError",
+    "ServiceTimeout",
+    "ServiceUnavailable",
     "StaleIndexError",
 ]
 
@@ -65,6 +86,10 @@ class RouterError(Exception):
 
 class ConfigError(RouterError):
     """A configuration or intent-set file is invalid."""
+
+
+class MissingDependency(ConfigError):
+    """An optional extra (``[server]``, ``[bench]``, ``[export]``...) is needed and not installed."""
 
 
 class InputError(RouterError, ValueError):
@@ -174,3 +199,37 @@ class SkillFailed(DispatchError):
     def __init__(self, skill: str, message: str, reason: str) -> None:
         super().__init__(f"skill {skill!r}: {message}")
         self.skill, self.reason = skill, reason
+
+
+class ServiceError(RouterError):
+    """The router's HTTP service answered an error status, or did not answer (``status`` None).
+
+    ``detail`` is the server's own explanation (the body's ``detail`` or ``message``), ``error``
+    the class name the server reported (dispatch errors), ``retry_after`` the seconds it asked
+    for (a Retry-After header), ``body`` the decoded JSON body when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str = "", error: str | None = None,
+                 retry_after: float | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.detail, self.error, self.retry_after, self.body = status, detail, error, retry_after, body
+
+
+class ServiceInputError(ServiceError, InputError):
+    """The service refused the request as invalid (400, 413, 422); fix the request, not the server."""
+
+
+class ServiceAuthError(ServiceError):
+    """The bearer token was missing or wrong (401), or the request is not permitted (403)."""
+
+
+class ServiceUnavailable(ServiceError):
+    """No answer (connection refused or dropped), or the service asked to come back later (503, 429)."""
+
+
+class ServiceTimeout(ServiceUnavailable):
+    """No answer within the client's timeout, or the service gave up on the request (504)."""
+
+
+class ServiceDispatchError(ServiceError, DispatchError):
+    """``POST /v1/dispatch`` refused or failed a step; ``error`` names the server-side error class."""

@@ -18,7 +18,6 @@ without the LLM, end-to-end accuracy with and without it, LLM latency and tokens
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from router.decision import TIER_RULES, TIER_STATIC, Decision
 from router.intents import OOS, Labelled
 from router.llm.gate import tier2_metrics
 from router.paths import indexes_dir
+from router.progress import Progress, make_progress
 from router.router import Router
 
 
@@ -68,15 +68,14 @@ def score_decisions(decisions: list[Decision], labels: list[str], known: set[str
     }
 
 
-def evaluate(router: Router, test: Labelled, progress: bool = False) -> dict[str, Any]:
+def evaluate(router: Router, test: Labelled, progress: bool | Progress = False) -> dict[str, Any]:
+    """``progress``: a bar of the test queries on stderr when it is a terminal (see ``router.progress``)."""
     decisions = []
     latencies = []
-    for n, text in enumerate(test.texts, 1):
+    for text in make_progress(progress).iterate(test.texts, "eval", unit="query"):
         start = time.perf_counter_ns()
         decisions.append(router.classify(text))
         latencies.append(time.perf_counter_ns() - start)
-        if progress and n % 250 == 0:
-            print(f"eval: {n}/{len(test.texts)}", file=sys.stderr, flush=True)
     known = set(router.artifact.intents.names)
     report = score_decisions(decisions, test.labels, known)
     if router.escalator is not None:
@@ -88,23 +87,26 @@ def evaluate(router: Router, test: Labelled, progress: bool = False) -> dict[str
     return report
 
 
-def run_eval(config: RouterConfig, test: Labelled, progress: bool = False) -> dict[str, Any]:
+def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = False) -> dict[str, Any]:
     """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off.
 
     Tier 2 (when ``config.llm`` is set) is measured whatever the build-time gate would say.
+    ``progress``: the build's stages and the evaluation's bar (see ``router.progress``).
     """
+    show = make_progress(progress)
     if config.llm is not None:
         config = config.model_copy(update={"llm": config.llm.model_copy(update={"gate": "on"})})
     root = indexes_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
     try:
-        report = Builder(config).build(folder)
+        report = Builder(config, progress=show).build(folder)
         router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}))
-        if router.tier2 is not None:
-            router.tier2.warm()
         try:
-            result = evaluate(router, test, progress)
+            if router.tier2 is not None:
+                with show.stage("load the LLM"):
+                    router.tier2.warm()
+            result = evaluate(router, test, show)
         finally:
             router.close()
         m = report.manifest

@@ -7,6 +7,7 @@ product and a softmax.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,11 @@ def train_head(
     l2: float = 1e-5,
     epochs: int = 300,
     learning_rate: float = 0.1,
+    on_epoch: Callable[[], None] | None = None,
 ) -> LinearHead:
-    """Fit softmax regression; ``labels`` are class indices in ``[0, n_classes)``."""
+    """Fit softmax regression; ``labels`` are class indices in ``[0, n_classes)``.
+
+    ``on_epoch`` is called after each epoch (a progress bar's tick)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = x.shape
     onehot = np.zeros((n, n_classes), dtype=np.float32)
@@ -70,4 +74,6 @@ def train_head(
         correction1, correction2 = 1 - beta1**step, 1 - beta2**step
         w -= learning_rate * (m_w / correction1) / (np.sqrt(v_w / correction2) + eps)
         b -= learning_rate * (m_b / correction1) / (np.sqrt(v_b / correction2) + eps)
+        if on_epoch is not None:
+            on_epoch()
     return LinearHead(w.astype(np.float32), b.astype(np.float32))

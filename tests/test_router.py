@@ -20,7 +20,7 @@ from router.artifact import read_manifest
 
 def test_manifest_records_what_the_index_was_built_from(mini_index: Path, mini_intents: Path) -> None:
     m = read_manifest(mini_index)
-    assert m.encoder_id.startswith("minilm-l6-fp32@")
+    assert m.encoder_id.startswith("minilm-l6-int8@")  # the default encoder
     assert m.dimension == 384 and m.n_intents == 8 and m.n_examples == 160
     assert m.intent_set_hash == intent_set_from_yaml(mini_intents).content_hash()
     assert {"numpy", "faiss-cpu", "onnxruntime"} <= m.libraries.keys()
@@ -121,9 +121,9 @@ def test_stale_intents_are_refused(mini_index: Path, mini_intents: Path, tmp_pat
 
 
 def test_other_encoder_is_refused(mini_index: Path) -> None:
-    expected = r"built with encoder 'minilm-l6-fp32@.*configured encoder is 'minilm-l6-int8@"
+    expected = r"built with encoder 'minilm-l6-int8@.*configured encoder is 'minilm-l6-fp32@"
     with pytest.raises(StaleIndexError, match=expected):
-        Router.load(mini_index, encoder=EncoderConfig(model="minilm-l6-int8"))
+        Router.load(mini_index, encoder=EncoderConfig(model="minilm-l6-fp32"))
 
 
 def test_missing_index_says_how_to_build(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from router.tiers import Chain
 from router.tiers.static import StaticTier
 
 FIXTURES = Path(__file__).parent / "fixtures"
-OTHER_ENCODER = "minilm-l6-int8@8199be6f699a395f"
+OTHER_ENCODER = "minilm-l6-fp32@53aa51172d142c89"
 
 # Queries the mini index's static tier settles (well inside one intent's examples), with that intent.
 STATIC_SETTLED = [
@@ -143,7 +143,7 @@ def test_static_config_accepts_its_bounds(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_static_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: clinc150\nstatic: {dim: -3}\n")
-    assert main(["build", "--config", str(bad)]) == 2
+    assert main(["build", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "router: error:" in err and "static.dim" in err and "(got -3)" in err
 
@@ -159,7 +159,7 @@ def test_cli_static_flag_is_on_or_off(command: list[str], capsys: pytest.Capture
 def test_static_dim_wider_than_the_encoder_is_refused(mini_config: RouterConfig, tmp_path: Path) -> None:
     config = RouterConfig.model_validate({**mini_config.model_dump(), "static": {"dim": 385}})
     with pytest.raises(ConfigError, match=r"static\.dim=385 is larger than the encoder's dimension 384 "
-                                          r"\(minilm-l6-fp32@.*use a value in 1\.\.384"):
+                                          r"\(minilm-l6-int8@.*use a value in 1\.\.384"):
         Builder(config).build(tmp_path / "wide")
     assert not (tmp_path / "wide").exists()  # nothing half-built is left behind
 
@@ -366,7 +366,7 @@ def test_static_tier_passes_the_others_on_unchanged(mini_router: Router, mini_in
 
 
 def test_ids_reach_the_transformer_through_the_query_cache(mini_router: Router, mini_index: Path) -> None:
-    cached = Router.load(mini_index, encoder=EncoderConfig(model="minilm-l6-fp32", threads=1, cache_size=16))
+    cached = Router.load(mini_index, encoder=EncoderConfig(threads=1, cache_size=16))
     assert cached.chain.names == ["rules", "static", "embedding"]
     expected = [_key(d) for d in mini_router.classify_batch(PASSED_ON)]
     assert [_key(cached.classify(t)) for t in PASSED_ON] == expected

@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         write_report(load_results(out), out)
         print(f"report: {out / 'report.md'} (re-rendered)")
         return 0
+    from router.progress import make_progress
+
     config = config_from_args(args)
-    results = run_compare(config)
+    results = run_compare(config, make_progress(not getattr(args, "quiet", False)))
     print(f"report: {config.out / 'report.md'} ({results['wall_s'] / 60:.1f} min)")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from router.config import EncoderConfig, VectorIndexConfig
 from router.datasets import DATASETS
 from router.errors import ConfigError
 from router.llm.config import LLMBackendConfig, LLMConfig
+from router.progress import QUIET, Progress, make_progress
 
 DEFAULT_LLM = LLMBackendConfig(backend="llama_cpp", model="smollm2-135m-q4", timeout_s=60.0)
 LLM_METHODS = {"tier2", "llm-every-turn"}
@@ -101,19 +101,25 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_method(method: Method, data: BenchData, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Build ``method``, ask it about its sample of test queries one at a time, summarise."""
-    progress(f"{data.name}: {method.name}: building")
-    build_seconds = method.build()
+def run_method(method: Method, data: BenchData, progress: Callable[[str], None] | Progress) -> dict[str, Any]:
+    """Build ``method``, ask it about its sample of test queries one at a time, summarise.
+
+    ``progress``: a ``Progress`` (a stage for the build, a bar of the queries), or a line printer."""
+    label = f"{data.name}: {method.name}"
+    show, say = (progress, None) if isinstance(progress, Progress) else (QUIET, progress)
+    if say is not None:
+        say(f"{label}: building")
+    with show.stage(f"{label}: build"):
+        build_seconds = method.build()
     rows = data.sample(method.sample)
     records = []
-    for count, row in enumerate(rows, 1):
+    for count, row in enumerate(show.iterate(rows, label, unit="query"), 1):
         text = data.test.texts[row]
         start = time.perf_counter_ns()
         outcome = method.classify(text)
         records.append(Record(text, data.test.labels[row], outcome, (time.perf_counter_ns() - start) / 1000.0))
-        if count % 500 == 0 or (method.sample is not None and count % 20 == 0):
-            progress(f"{data.name}: {method.name}: {count}/{len(rows)}")
+        if say is not None and (count % 500 == 0 or (method.sample is not None and count % 20 == 0)):
+            say(f"{label}: {count}/{len(rows)}")
     return {"method": method.name, "dataset": data.name, "build_s": build_seconds, "notes": list(method.notes),
             "rows": rows, "summary": summarize(records), "curve": coverage_curve(records),
             "operating_point": operating_point(records), "records": records}
@@ -128,9 +134,11 @@ def _paired(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] 
     return {"method": other["method"], "n": len(picked), "reference": summarize(picked)}
 
 
-def run_compare(config: CompareConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run everything ``config`` asks for and write the report into ``config.out``; return the results."""
-    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+def run_compare(config: CompareConfig, progress: Callable[[str], None] | Progress | None = None) -> dict[str, Any]:
+    """Run everything ``config`` asks for and write the report into ``config.out``; return the results.
+
+    ``progress``: a ``Progress``, or a line printer; None shows bars on stderr when it is a terminal."""
+    say = make_progress(True) if progress is None else progress
     check_llm_installed(config)
     started = time.perf_counter()
     llm = LLMConfig(backends=[config.llm], gate="on")

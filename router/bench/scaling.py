@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from router.config import VectorIndexConfig
+from router.progress import QUIET, Progress
 from router.vectors import choose_kind, new_index
 
 DIMENSION = 384
@@ -93,12 +94,17 @@ def _candidate_scan(n: int, vectors: np.ndarray, queries: np.ndarray, rng: np.ra
 
 def run_scaling(sizes: Sequence[int], config: VectorIndexConfig | None = None,
                 progress: Any = None) -> dict[str, Any]:
+    """``progress``: a ``Progress`` (a bar of the sizes), or a line printer, or None."""
     config = config or VectorIndexConfig()
     rows = []
-    for n in sizes:
-        if progress:
-            progress(f"scaling: {n:,} vectors")
-        rows.extend(measure_size(n, config))
+    show = progress if isinstance(progress, Progress) else QUIET
+    with show.stage("scaling", total=len(sizes), unit="size") as bar:
+        for n in sizes:
+            bar.note(f"{n:,} vectors")
+            if progress and not isinstance(progress, Progress):
+                progress(f"scaling: {n:,} vectors")
+            rows.extend(measure_size(n, config))
+            bar.update()
     return {"rows": rows, "auto_hnsw_from": config.auto_hnsw_from,
             "default_kind": {str(n): choose_kind("auto", n, config.auto_hnsw_from) for n in sizes},
             "hnsw": {"m": config.hnsw_m, "ef_construction": config.ef_construction, "ef_search": config.ef_search}}

@@ -14,15 +14,15 @@ from router.encoders.base import mean_pool
 from router.encoders.export import EXPORTER_VERSION, export_bert_onnx
 from router.errors import ModelError
 from router.model_store import ModelManifest, resolve
-from router.paths import models_dir
+from router.paths import cache_dir
 
 
 def onnx_model_path(manifest: ModelManifest, directory: str | Path | None = None, export: bool = True) -> Path:
-    """The ONNX file for ``manifest``: shipped as is, or exported once from safetensors into models/cache/."""
+    """The ONNX file for ``manifest``: shipped as is, or exported once from safetensors into the model cache."""
     weights = resolve(manifest.weights)
     if manifest.export_config is None:
         return weights
-    cached = models_dir(directory) / "cache" / (
+    cached = cache_dir(directory) / (
         f"{manifest.name}-{manifest.weights.sha256[:12]}-x{EXPORTER_VERSION}.onnx"
     )
     if not cached.is_file():

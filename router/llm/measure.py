@@ -9,25 +9,32 @@ import numpy as np
 from router.intents import OOS, Labelled
 from router.llm.config import LLMConfig, LLMGate
 from router.llm.gate import decide_gate, tier2_metrics
+from router.progress import Progress, make_progress
 from router.router import Router
 from router.tiers import LOCAL
 
 
-def measure_gate(folder: Path, llm: LLMConfig, val: Labelled) -> LLMGate:
-    """Run tier 2 on (a sample of) the escalated validation queries; off if it does not beat tier 1."""
+def measure_gate(folder: Path, llm: LLMConfig, val: Labelled, progress: bool | Progress = False) -> LLMGate:
+    """Run tier 2 on (a sample of) the escalated validation queries; off if it does not beat tier 1.
+
+    ``progress``: the steps, and a bar of the queries tier 2 is asked (see ``router.progress``)."""
+    show = make_progress(progress)
     router = Router.load(folder, llm=llm.model_copy(update={"gate": "on"}))
     try:
         tier2 = router.tier2
         assert tier2 is not None
-        queries = router.chain.start(val.texts)
-        router.chain.run(queries, kinds=LOCAL)  # tiers 0-1: what tier 2 would be asked
+        with show.stage("tier-2 gate: tiers 0-1 on validation"):
+            queries = router.chain.start(val.texts)
+            router.chain.run(queries, kinds=LOCAL)  # tiers 0-1: what tier 2 would be asked
         fast = [q.decision for q in queries]
         escalated = [i for i, d in enumerate(fast) if d is not None and d.escalate]
         if len(escalated) > llm.gate_sample:
             rng = np.random.default_rng(0)
             escalated = sorted(rng.choice(escalated, llm.gate_sample, replace=False).tolist())
-        tier2.warm()
-        settled = [tier2.resolve(val.texts[i], d) for i in escalated if (d := fast[i]) is not None]
+        with show.stage("tier-2 gate: load the LLM"):
+            tier2.warm()
+        asked = [(i, d) for i in escalated if (d := fast[i]) is not None]
+        settled = [tier2.resolve(val.texts[i], d) for i, d in show.iterate(asked, "tier-2 gate", unit="query")]
         known = set(router.artifact.intents.names)
         truth = [val.labels[i] if val.labels[i] in known else OOS for i in escalated]
         primary = llm.backends[0]

@@ -1,13 +1,31 @@
-"""The HTTP service (`router serve`): FastAPI on uvicorn.
+"""The HTTP service (`router serve`): FastAPI on uvicorn, from the ``[server]`` extra.
 
-``models`` (request/response schemas), ``app`` (thin routes), ``guard`` (limits), ``service``
-(the Router behind micro-batching), ``batcher``, ``metrics``, ``server`` (uvicorn, draining).
-FastAPI and uvicorn are imported only when this package is.
+``config`` (ServeConfig, no server dependency), ``models`` (request/response schemas), ``app``
+(thin routes), ``guard`` (limits), ``service`` (the Router behind micro-batching), ``batcher``,
+``metrics``, ``server`` (uvicorn, draining). FastAPI and uvicorn are imported only when one of
+the names below other than ``ServeConfig`` is first used, so ``router serve --help`` and the
+library work without the extra.
 """
 
-from router.service.app import create_app
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from router.service.config import ServeConfig
-from router.service.server import build_server, serve
-from router.service.service import ClassifierService
+
+if TYPE_CHECKING:
+    from router.service.app import create_app
+    from router.service.server import build_server, serve
+    from router.service.service import ClassifierService
 
 __all__ = ["ClassifierService", "ServeConfig", "build_server", "create_app", "serve"]
+
+_LAZY = {"create_app": "router.service.app", "build_server": "router.service.server",
+         "serve": "router.service.server", "ClassifierService": "router.service.service"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'router.service' has no attribute {name!r}")

@@ -10,6 +10,8 @@ class ServeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     index: str = "default"
+    # Where index names are looked up; None: $ROUTER_INDEX_DIR, then ./indexes (router/paths.py).
+    index_dir: str | None = None
     # ONNX Runtime threads for the encoder; None: one per core, at most 4. The encoder is the
     # bottleneck under load, and on 2 cores 2 threads gave 670 vs 430 requests/s at concurrency 64.
     encoder_threads: int | None = Field(None, ge=1, le=256)

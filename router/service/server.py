@@ -2,13 +2,16 @@
 
 On SIGTERM or SIGINT, readiness goes false at once (``/readyz`` answers 503) while requests
 are still served. After ``drain_delay_s`` uvicorn stops accepting connections, and waits up to
-``shutdown_grace_s`` for the requests in flight. A second signal skips the delay.
+``shutdown_grace_s`` for the requests in flight. A second signal skips the delay. A stop by
+signal is the normal end of a server: ``serve`` returns (exit code 0), with no traceback.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Generator
+from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
@@ -34,13 +37,23 @@ class DrainingServer(uvicorn.Server):
         self.service.draining = True
         threading.Timer(self.drain_delay_s, super().handle_exit, (sig, frame)).start()
 
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal once it has shut down, which turns a Ctrl-C into a
+        # KeyboardInterrupt traceback and a SIGTERM into exit 143. Here the signal is the request
+        # to stop, and it has been honoured: forget it, so that serve() returns normally.
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
 
 def build_server(config: ServeConfig, router: Router | None = None,
                  dispatcher: Dispatcher | None = None) -> DrainingServer:
     if dispatcher is None and config.skills:
         dispatcher = Dispatcher(load_routing(config.routing), load_registry(config.skills))
     if router is None:
-        router = Router.load(config.index, encoder=_serving_encoder(config), static=config.static)
+        router = Router.load(config.index, index_dir=config.index_dir, encoder=_serving_encoder(config),
+                             static=config.static)
     service = ClassifierService(router, config)
     app = create_app(service, dispatcher)
     uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http="httptools",
@@ -51,7 +64,7 @@ def build_server(config: ServeConfig, router: Router | None = None,
 
 def _serving_encoder(config: ServeConfig) -> EncoderConfig | None:
     """The index's own encoder settings with the serving thread count (None: let load report)."""
-    folder = index_folder(config.index)
+    folder = index_folder(config.index, config.index_dir)
     if not (folder / "config.json").is_file():
         return None
     update: dict[str, int] = {"threads": config.encoder_threads or min(os.cpu_count() or 1, 4)}

@@ -21,6 +21,7 @@ from router.encoders.base import TokenEncoder
 from router.errors import ConfigError
 from router.head import LinearHead, train_head
 from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
+from router.progress import QUIET, Progress, make_progress
 from router.static.model import StaticModel
 from router.static.table import WEIGHTINGS, StaticTable, cached_raw_table, project, token_weights
 from router.static.tune import tune_rows
@@ -68,16 +69,18 @@ def check_static_dim(config: StaticConfig, encoder: TokenEncoder) -> None:
 
 class StaticFitter:
     def __init__(self, config: StaticConfig, calibration: CalibrationConfig, head: HeadConfig,
-                 models_dir: str | None = None, progress: bool = False) -> None:
+                 models_dir: str | None = None, progress: bool | Progress = False) -> None:
         self.config = config
         self.calibration = calibration
         self.head = head
         self.models_dir = models_dir
-        self.progress = progress
+        self.progress = make_progress(progress)
 
-    def _trainer(self, n_classes: int, epochs: int) -> Callable[[np.ndarray, np.ndarray], LinearHead]:
+    def _trainer(self, n_classes: int, epochs: int,
+                 on_epoch: Callable[[], None] | None = None) -> Callable[[np.ndarray, np.ndarray], LinearHead]:
         h = self.head
-        return lambda x, y: train_head(x, y, n_classes, l2=h.l2, epochs=epochs, learning_rate=h.learning_rate)
+        return lambda x, y: train_head(x, y, n_classes, l2=h.l2, epochs=epochs, learning_rate=h.learning_rate,
+                                       on_epoch=on_epoch)
 
     def _crossfit_untuned(self, table: StaticTable, data: HeldoutIds, epochs: int) -> Evidence:
         """Out-of-fold evidence without tuning: enough to compare weightings."""
@@ -86,16 +89,21 @@ class StaticFitter:
                                 data.n_classes, oos, None, data.folds)
 
     def _model(self, table: StaticTable, ids: Sequence[np.ndarray], classes: np.ndarray, n_classes: int,
-               short: int, start_head: LinearHead | None = None) -> StaticModel:
-        """Tune the rows on these examples (when on), then train the served head on the tuned vectors."""
+               short: int, start_head: LinearHead | None = None, progress: Progress | None = None) -> StaticModel:
+        """Tune the rows on these examples (when on), then train the served head on the tuned vectors.
+
+        With ``progress`` (the served model, not the cross-fitted ones) each step shows as a stage."""
+        show = progress if progress is not None else QUIET
         if self.config.tune_epochs > 0:
             if start_head is None:
                 start_head = self._trainer(n_classes, short)(table.embed(ids), classes)
-            rows = tune_rows(table.rows, [table.strip(row) for row in ids], classes, start_head,
-                             self.config.tune_epochs, self.config.tune_lr)
+            with show.stage("static: tune rows", total=self.config.tune_epochs, unit="epoch") as bar:
+                rows = tune_rows(table.rows, [table.strip(row) for row in ids], classes, start_head,
+                                 self.config.tune_epochs, self.config.tune_lr, on_epoch=bar.update)
             table = StaticTable(rows, table.encoder_id, table.prefix, table.suffix)
         vectors = table.embed(ids)
-        head = self._trainer(n_classes, self.config.epochs)(vectors, classes)
+        with show.stage("static: fit head", total=self.config.epochs, unit="epoch") as bar:
+            head = self._trainer(n_classes, self.config.epochs, bar.update)(vectors, classes)
         examples, offsets = group_by_class(vectors, classes, n_classes)
         return StaticModel(table, head, examples, offsets)
 
@@ -105,7 +113,7 @@ class StaticFitter:
         fold = stratified_folds(data.classes, data.folds)
         oos_fold = np.arange(len(data.oos)) % data.folds
         parts = []
-        for f in range(data.folds):
+        for f in self.progress.iterate(range(data.folds), "static: cross-fit", unit="fold"):
             keep = np.flatnonzero(fold != f).tolist()
             model = self._model(table, [data.examples[i] for i in keep], data.classes[keep], data.n_classes, short)
             held = [data.examples[i] for i in np.flatnonzero(fold == f).tolist()]
@@ -141,7 +149,7 @@ class StaticFitter:
         # also starts the tuning: one head fewer to train.
         short_heads: dict[str, LinearHead] = {}
         if len(candidates) > 1:
-            for weighting in candidates:
+            for weighting in self.progress.iterate(candidates, "static: choose weighting", unit="weighting"):
                 table = table_for(weighting)
                 if data.validation is not None:
                     vectors = table.embed(data.examples)
@@ -155,7 +163,7 @@ class StaticFitter:
         chosen = max(candidates, key=lambda w: coverage.get(w, 0.0))
         tuned = self.config.tune_epochs > 0
         model = self._model(table_for(chosen), data.examples, data.classes, data.n_classes, short,
-                            short_heads.get(chosen))
+                            short_heads.get(chosen), self.progress)
         if data.validation is not None:  # the served model is the one calibrated
             ids, truth = data.validation
             evidence = score_queries(model.head, model.examples, model.offsets, model.table.embed(ids), truth)

@@ -2,15 +2,15 @@
 
 Each token is run through the encoder as ``[CLS] token [SEP]`` and mean-pooled (no torch: the
 same ONNX graph that serves tier 1b). That raw table depends only on the encoder, so it is cached
-under ``models/cache/`` keyed by the encoder's identity and reused by every build. A build then
-centres it, optionally projects it to ``dim`` dimensions (PCA), and folds a per-token weight into
-each row, so that serving a query is a gather, a sum and a normalisation.
+in the model cache (``router.paths.cache_dir``) keyed by the encoder's identity and reused by
+every build. A build then centres it, optionally projects it to ``dim`` dimensions (PCA), and
+folds a per-token weight into each row, so that serving a query is a gather, a sum and a
+normalisation.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ import numpy as np
 
 from router.encoders.base import TokenEncoder
 from router.errors import StaleIndexError
-from router.paths import models_dir
+from router.paths import cache_dir
+from router.progress import Progress, make_progress
 
 WEIGHTINGS = ("uniform", "sif", "idf")
 DISTIL_BATCH = 2048
@@ -48,19 +49,16 @@ def distil_raw_table(encoder: TokenEncoder, batch: int = DISTIL_BATCH,
 
 def _cache_path(encoder_id: str, directory: str | Path | None) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in encoder_id)
-    return models_dir(directory) / "cache" / f"static-{safe}-t{TABLE_VERSION}.npz"
-
-
-def _stderr_progress(done: int, total: int) -> None:
-    print(f"\rstatic table: {done}/{total} tokens", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return cache_dir(directory) / f"static-{safe}-t{TABLE_VERSION}.npz"
 
 
 def cached_raw_table(encoder: TokenEncoder, directory: str | Path | None = None,
-                     progress: bool = False) -> tuple[np.ndarray, bool]:
+                     progress: bool | Progress = False) -> tuple[np.ndarray, bool]:
     """The raw table for ``encoder`` from the cache, distilled and cached on a miss.
 
     Returns (table, hit). A cache file written for another encoder is never used: it is
     replaced, because its name is only a hint and the identity inside it is what counts.
+    ``progress``: a distillation shows a bar of tokens (see ``router.progress.make_progress``).
     """
     path = _cache_path(encoder.encoder_id, directory)
     if path.is_file():
@@ -68,7 +66,8 @@ def cached_raw_table(encoder: TokenEncoder, directory: str | Path | None = None,
             return load_raw_table(path, encoder.encoder_id), True
         except (StaleIndexError, OSError, ValueError, KeyError):
             pass  # stale or damaged: distil again below
-    table = distil_raw_table(encoder, progress=_stderr_progress if progress else None)
+    with make_progress(progress).stage("distil static table", total=encoder.vocab_size, unit="token") as bar:
+        table = distil_raw_table(encoder, progress=lambda done, _total: bar.update_to(done))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".static-", suffix=".npz", dir=path.parent)
     os.close(fd)

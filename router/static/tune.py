@@ -12,7 +12,7 @@ which no dependency we ship does faster, and torch is not allowed at build time 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class _Adam:
 
 
 def tune_rows(rows: np.ndarray, token_ids: Sequence[np.ndarray], classes: np.ndarray, head: LinearHead,
-              epochs: int, lr: float, head_lr: float = 1e-2, seed: int = 0) -> np.ndarray:
+              epochs: int, lr: float, head_lr: float = 1e-2, seed: int = 0,
+              on_epoch: Callable[[], None] | None = None) -> np.ndarray:
     """Tuned copy of ``rows``; ``token_ids`` are the examples' ids without special tokens.
 
     Deterministic under ``seed``. The head is tuned alongside but not returned: the caller trains
@@ -76,4 +77,6 @@ def tune_rows(rows: np.ndarray, token_ids: Sequence[np.ndarray], classes: np.nda
             opt_w.step(weights, unit.T @ grad, t)
             opt_b.step(bias, grad.sum(axis=0), t)
             opt_rows.step(table, g_rows.astype(np.float32), t, rows=sorted_ids[bounds])
+        if on_epoch is not None:
+            on_epoch()
     return table

@@ -155,7 +155,7 @@ def test_scaling_covers_both_index_kinds_at_every_size(report: tuple[Path, dict[
 ])
 def test_bad_arguments_name_the_field_and_value(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 args: list[str], message: str) -> None:
-    assert main(["bench", "compare", "--out", str(tmp_path / "r"), *args]) == 2
+    assert main(["bench", "compare", "--out", str(tmp_path / "r"), *args]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r" / "report.md").exists()
 
@@ -173,5 +173,5 @@ def test_render_only_rebuilds_the_same_report_from_the_run(report: tuple[Path, d
 
 
 def test_render_only_needs_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "compare", "--out", str(tmp_path), "--render-only"]) == 2
+    assert main(["bench", "compare", "--out", str(tmp_path), "--render-only"]) == 1
     assert "has no results.json to render" in capsys.readouterr().err

@@ -33,6 +33,6 @@ def test_tier2_and_every_turn_on_llama_cpp(tmp_path: Path) -> None:
 def test_a_missing_model_fails_before_anything_is_built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("llama_cpp")
     assert main(["bench", "compare", "--out", str(tmp_path / "r"), "--methods", "tiers01,tier2",
-                 "--llm-model", "nosuch", "--scaling-sizes", "none"]) == 2
+                 "--llm-model", "nosuch", "--scaling-sizes", "none"]) == 1
     assert "llm.backends[].model='nosuch': no manifest" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
