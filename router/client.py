@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from pydantic import ConfigDict, ValidationError
@@ -75,6 +76,8 @@ DEFAULT_MAX_RETRY_WAIT_S = 10.0
 _NO_LIMIT = sys.maxsize
 _INPUT_STATUSES = frozenset({400, 413, 422})
 _AUTH_STATUSES = frozenset({401, 403})
+# Routes whose error bodies name a dispatcher error class (a 403 there is the allowlist, not the key).
+_DISPATCH_PATHS = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")
 _BACKOFF_S = 0.1  # first wait of the exponential backoff when a 503 gives no Retry-After
 
 
@@ -145,6 +148,12 @@ class _ClientBase:
             body["params"] = dict(params)
         return body
 
+    @staticmethod
+    def _id_path(template: str, name: str, value: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{name} must be a non-empty string, got {value!r:.80}")
+        return template.format(quote(value, safe=""))
+
     # -- responses ---------------------------------------------------------------------------------
     def _error(self, method: str, path: str, response: httpx.Response) -> ServiceError:
         status = response.status_code
@@ -157,7 +166,7 @@ class _ClientBase:
         message = f"{method} {path}: HTTP {status}" + (f" {error}" if error else "") + f": {detail}"
         cls: type[ServiceError]
         # Only the dispatch routes name an error class; a proxy's {"error": ...} elsewhere is not one of ours.
-        if error is not None and path == "/v1/dispatch":
+        if error is not None and path.startswith(_DISPATCH_PATHS):
             cls = ServiceDispatchError
         elif status in _INPUT_STATUSES:
             cls = ServiceInputError
@@ -298,6 +307,21 @@ class RouterClient(_ClientBase):
         body = self._dispatch_body(session_id, text, skill, params)
         return self._dispatch_reply("POST", "/v1/dispatch", self._send("POST", "/v1/dispatch", body))
 
+    def approve(self, approval_id: str) -> DispatchReply:
+        """``POST /v1/approvals/{id}/approve``: run the skill a dispatch left ``pending_approval`` (once)."""
+        path = self._id_path("/v1/approvals/{}/approve", "approval_id", approval_id)
+        return self._dispatch_reply("POST", path, self._send("POST", path, None))
+
+    def reject(self, approval_id: str) -> dict[str, Any]:
+        """``POST /v1/approvals/{id}/reject``: drop a pending action; ``{"status": "rejected", ...}``."""
+        path = self._id_path("/v1/approvals/{}/reject", "approval_id", approval_id)
+        return self._json("POST", path, self._send("POST", path, None))
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """``GET /v1/sessions/{id}``: the session's tokens, cost, calls, steps and budget left."""
+        path = self._id_path("/v1/sessions/{}", "session_id", session_id)
+        return self._json("GET", path, self._send("GET", path, None))
+
     def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: the process answers (``{"status": "ok"}``). Needs no API key."""
         return self._json("GET", "/healthz", self._send("GET", "/healthz", None))
@@ -382,6 +406,21 @@ class AsyncRouterClient(_ClientBase):
         ``params`` skips extraction. Needs a service started with ``--skills``."""
         body = self._dispatch_body(session_id, text, skill, params)
         return self._dispatch_reply("POST", "/v1/dispatch", await self._send("POST", "/v1/dispatch", body))
+
+    async def approve(self, approval_id: str) -> DispatchReply:
+        """``POST /v1/approvals/{id}/approve``: run the skill a dispatch left ``pending_approval`` (once)."""
+        path = self._id_path("/v1/approvals/{}/approve", "approval_id", approval_id)
+        return self._dispatch_reply("POST", path, await self._send("POST", path, None))
+
+    async def reject(self, approval_id: str) -> dict[str, Any]:
+        """``POST /v1/approvals/{id}/reject``: drop a pending action; ``{"status": "rejected", ...}``."""
+        path = self._id_path("/v1/approvals/{}/reject", "approval_id", approval_id)
+        return self._json("POST", path, await self._send("POST", path, None))
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        """``GET /v1/sessions/{id}``: the session's tokens, cost, calls, steps and budget left."""
+        path = self._id_path("/v1/sessions/{}", "session_id", session_id)
+        return self._json("GET", path, await self._send("GET", path, None))
 
     async def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: the process answers (``{"status": "ok"}``). Needs no API key."""

@@ -56,16 +56,6 @@ def _without_latency(decisions: list[Decision]) -> list[Decision]:
     return [replace(d, latency_us={}) for d in decisions]
 
 
-@pytest.fixture(scope="module")
-def shared(mini_index: Path) -> Iterator[Running]:
-    """One server, as start_server makes them, for the tests that only read: each start costs about a second."""
-    port = free_port()
-    running = Running(build_server(ServeConfig(port=port, index=str(mini_index), encoder_threads=1),
-                                   Router.load(mini_index, llm="off")), port)
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def dispatch_server(start_server: Callable[..., Running], fakes: Fakes,  # noqa: F811 - the fixtures
                     tmp_path: Path) -> Callable[..., Running]:
@@ -78,11 +68,34 @@ def dispatch_server(start_server: Callable[..., Running], fakes: Fakes,  # noqa:
     return make
 
 
-@pytest.fixture
-def auth_server(start_server: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> Running:  # noqa: F811
-    monkeypatch.setenv(KEY_ENV, KEY)
+def _start(mini_index: Path, **options: Any) -> Running:
+    """A server as start_server makes them, for module-scoped fixtures: each start costs about a second."""
+    port = free_port()
+    config = ServeConfig(port=port, index=str(mini_index), encoder_threads=1, **options)
+    return Running(build_server(config, Router.load(mini_index, llm="off")), port)
+
+
+@pytest.fixture(scope="module")
+def shared(mini_index: Path) -> Iterator[Running]:
+    """One server for the tests that only read."""
+    running = _start(mini_index)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_server(mini_index: Path) -> Iterator[Running]:
+    with pytest.MonkeyPatch.context() as mp:  # the server reads its key once, at start
+        mp.setenv(KEY_ENV, KEY)
+        running = _start(mini_index, api_key_env=KEY_ENV)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_default_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key in the developer's own environment must not leak into the tests."""
     monkeypatch.delenv("ROUTER_API_KEY", raising=False)
-    return start_server(api_key_env=KEY_ENV)
 
 
 @pytest.fixture
@@ -213,6 +226,7 @@ def test_the_right_key_works_given_or_from_the_environment(auth_server: Running,
     expected = _without_latency([mini_router.classify("hi")])
     with RouterClient(auth_server.url, api_key=KEY) as client:
         assert _without_latency([client.classify("hi")]) == expected
+    monkeypatch.setenv(KEY_ENV, KEY)
     with RouterClient(auth_server.url, api_key_env=KEY_ENV) as client:
         assert _without_latency([client.classify("hi")]) == expected
     monkeypatch.setenv("ROUTER_API_KEY", KEY)  # the default variable
@@ -235,6 +249,25 @@ def test_dispatch_returns_the_dispatchers_result_with_the_decision(dispatch_serv
 
         direct = client.dispatch("u2", skill="balance", params={"account": "checking"})
         assert direct.status == "ok" and direct.decision is None and direct.result["balance"] == 1200.0
+
+        assert reply.approval_id is not None
+        done = client.approve(reply.approval_id)
+        assert done.status == "ok" and done.result["sent"] == 20 and done.decision is None
+        with pytest.raises(ServiceDispatchError) as caught:  # single use
+            client.approve(reply.approval_id)
+        assert caught.value.status == 404 and caught.value.error == "ApprovalError"
+        totals = client.session("u1")
+        assert totals["steps"] == 1 and totals["calls"] == 1 and totals["tokens"] == reply.tokens
+
+        fakes.openai.script("send 5 dollars to ann", '{"amount": 5, "to_account": "ann"}')
+        pending = client.dispatch("u3", "send 5 dollars to ann")
+        assert pending.approval_id is not None
+        assert client.reject(pending.approval_id) == {"status": "rejected", "approval_id": pending.approval_id,
+                                                       "skill": "transfer"}
+        with pytest.raises(ServiceDispatchError, match="ApprovalError"):
+            client.approve(pending.approval_id)
+        with pytest.raises(InputError, match="approval_id must be a non-empty string"):
+            client.approve(" ")
 
 
 def test_dispatch_refusals_are_dispatch_errors(dispatch_server: Callable[..., Running]) -> None:
@@ -414,6 +447,11 @@ async def test_async_dispatch(dispatch_server: Callable[..., Running], fakes: Fa
         with pytest.raises(ServiceDispatchError) as caught:
             await client.dispatch("u", skill="rm_rf", params={})
         assert caught.value.error == "SkillNotAllowed"
+        assert reply.approval_id is not None
+        assert (await client.approve(reply.approval_id)).result["sent"] == 20
+        assert (await client.session("u1"))["steps"] == 1
+        with pytest.raises(ServiceDispatchError, match="ApprovalError"):
+            await client.reject(reply.approval_id)
 
 
 @pytest.mark.anyio
