@@ -87,6 +87,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """stdout: one JSON summary of the index (for scripts); mined rules and notes go to stderr."""
     from router.builder import Builder
     from router.paths import indexes_dir
 
@@ -97,7 +98,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     m = report.manifest
     for rule in m.mined_rules:
         print(f"rule {rule.intent:<28} {rule.keyword!r:<28} train support {rule.train_support:>4}  "
-              f"val support {rule.val_support:>3}  val precision {rule.val_precision:.3f}")
+              f"val support {rule.val_support:>3}  val precision {rule.val_precision:.3f}", file=sys.stderr)
     cal = m.calibration
     print(json.dumps({
         "index": str(report.folder),
@@ -120,7 +121,7 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{_pct(e2e.precision, 2)}, out-of-scope recall {_pct(e2e.oos_recall)} (transformer alone: "
               f"{_pct(alone.coverage)}, {_pct(alone.precision, 2)}, {_pct(alone.oos_recall)})", file=sys.stderr)
     if m.llm_gate is not None:
-        print(f"tier 2: {'on' if m.llm_gate.enabled else 'OFF'}: {m.llm_gate.reason}")
+        print(f"tier 2: {'on' if m.llm_gate.enabled else 'OFF'}: {m.llm_gate.reason}", file=sys.stderr)
     return 0
 
 
@@ -165,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.dataset = args.dataset_name or args.dataset or "clinc150"
         test = load_dataset(args.dataset).test
     config = _config_from_args(args)
-    result = run_eval(config, test, progress=_progress(args))
+    result = run_eval(config, test, progress=_progress(args), index_dir=args.index_dir)
     if args.json:
         print(json.dumps(result))
     else:
@@ -186,8 +187,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise MissingDependency(f"router serve needs the [server] extra ({exc.name} is not installed): "
                                 "pip install 'tiered-router[server]'") from exc
 
-    keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms", "batch_max",
-            "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
+    keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms",
+            "batch_max", "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
     options: dict[str, Any] = {k: getattr(args, k) for k in keys}
     if args.static is not None:
         options["static"] = args.static == "on"

@@ -87,7 +87,8 @@ def evaluate(router: Router, test: Labelled, progress: bool | Progress = False) 
     return report
 
 
-def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = False) -> dict[str, Any]:
+def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = False,
+             index_dir: str | Path | None = None) -> dict[str, Any]:
     """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off.
 
     Tier 2 (when ``config.llm`` is set) is measured whatever the build-time gate would say.
@@ -96,7 +97,7 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
     show = make_progress(progress)
     if config.llm is not None:
         config = config.model_copy(update={"llm": config.llm.model_copy(update={"gate": "on"})})
-    root = indexes_dir()
+    root = indexes_dir(index_dir)
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
     try:

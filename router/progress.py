@@ -17,6 +17,7 @@ to stdout, which carries the commands' JSON. Stages are sequential, not nested.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
@@ -85,6 +86,17 @@ class _TqdmBar(Bar):
         self._bar.set_postfix_str(text)
 
 
+def _shape(stream: TextIO) -> tuple[int | None, int | None]:
+    """The terminal's (columns, lines), or Nones where the stream has no size (tqdm then leaves
+    lines unbounded). A terminal that reports 0 x 0 (a pty nobody sized) gets 80 x 24: from 0 x 0
+    tqdm would print empty lines."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None, None
+    return size.columns or 80, size.lines or 24
+
+
 class TqdmProgress(Progress):
     """Bars on ``stream`` (a terminal): one line per stage, left in place when the stage ends."""
 
@@ -97,8 +109,9 @@ class TqdmProgress(Progress):
     def stage(self, name: str, total: int | None = None, unit: str = "it") -> Iterator[Bar]:
         # A stage without a count shows its name and, once done, how long it took.
         fmt = None if total is not None else "{desc} [{elapsed}]"
+        columns, lines = _shape(self.stream)  # per stage: the terminal may have been resized
         bar = _Tqdm(total=total, desc=name, unit=unit, file=self.stream, leave=True, mininterval=0.2,
-                    bar_format=fmt, dynamic_ncols=False)
+                    bar_format=fmt, ncols=columns, nrows=lines)
         try:
             yield _TqdmBar(bar)
         finally:

@@ -19,7 +19,7 @@ def test_build_classify_and_eval_on_files(tmp_path: Path, monkeypatch: pytest.Mo
                  "--mine-rules"])
     out = capsys.readouterr().out
     assert code == 0
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads(out)  # stdout is one JSON document
     assert summary["n_intents"] == 8 and summary["calibration"]["fitted"]
 
     assert main(["classify", "--index", "clitest", "will it snow tomorrow", "hi"]) == 0

@@ -42,7 +42,8 @@ SERVER_MODULES = ("fastapi", "uvicorn", "starlette", "prometheus_client")
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"{' '.join(cmd)} exited {done.returncode}:\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
 
 
@@ -63,7 +64,8 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> None:
     listing = _run([sys.executable, "-m", "zipfile", "-l", str(wheel)], tmp_path, env).stdout
     names = [line.split()[0] for line in listing.splitlines()[1:]]
     assert not [n for n in names if n.split("/")[0] in ("bench", "tests")]
-    for shipped in ("router/py.typed", "router/models/minilm-l6-int8.yaml", "router/models/all-minilm-l6-v2.tokenizer.json"):
+    for shipped in ("router/py.typed", "router/models/minilm-l6-int8.yaml",
+                    "router/models/all-minilm-l6-v2.tokenizer.json"):
         assert shipped in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import select
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -125,6 +127,26 @@ def test_stages_show_their_names_and_counts_on_the_stream_only(capsys: pytest.Ca
     for shown in ("encode examples", "10/10", "write index", "eval", "3/3", "a line"):
         assert shown in text
     assert capsys.readouterr() == ("", "")  # neither stdout nor the real stderr
+
+
+def test_a_terminal_of_unknown_size_still_shows_the_stages() -> None:
+    """A pty nobody sized reports 0 x 0; tqdm alone would print empty lines there."""
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", encoding="utf-8", closefd=False) as stream:
+            assert os.get_terminal_size(slave) == (0, 0)
+            with contextlib.redirect_stderr(stream):  # tqdm sizes only sys.stderr and sys.stdout itself
+                with make_progress(True).stage("fit head", total=3, unit="epoch") as bar:
+                    bar.update(3)
+            stream.flush()
+        shown = b""
+        while select.select([master], [], [], 0.5)[0]:  # every write is its own chunk on a pty
+            shown += os.read(master, 65536)
+        assert "fit head: 100%" in shown.decode()
+    finally:
+        os.close(slave)
+        os.close(master)
 
 
 def test_a_failing_stage_closes_its_bar() -> None:

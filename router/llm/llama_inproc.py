@@ -82,7 +82,7 @@ class _Scorer:
 
     # -- helpers --------------------------------------------------------------------------------
     def _prompt_tokens(self, prompt: Prompt) -> list[int]:
-        text = self.formatter(messages=prompt.messages).prompt  # type: ignore[arg-type]
+        text = self.formatter(messages=prompt.messages).prompt  # type: ignore[arg-type,unused-ignore]  # typed when llama_cpp is installed
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     def _feed(self, tokens: list[int]) -> int:

@@ -52,7 +52,8 @@ def test_sigint_stops_with_its_one_line_exit_0_and_no_traceback(mini_index: Path
     proc = server.proc
     assert proc is not None and proc.stdout is not None
     try:
-        assert httpx.post(f"{server.url}/v1/classify", json={"text": "what is my balance"}, timeout=10).status_code == 200
+        answer = httpx.post(f"{server.url}/v1/classify", json={"text": "what is my balance"}, timeout=10)
+        assert answer.status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         out = proc.stdout.read().decode()
