@@ -282,11 +282,7 @@ class RouterClient(_ClientBase):
                  http_client: httpx.Client | None = None, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, retries=retries,
                          max_retry_wait=max_retry_wait)
-        if http_client is not None and transport is not None:
-            raise ConfigError("give http_client or transport, not both (a transport goes into the client)")
-        if http_client is not None and not isinstance(http_client, httpx.Client):
-            raise ConfigError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
-        self._owns_http = http_client is None
+        self._owns_http = _owns(http_client, transport, httpx.Client)
         self._http = http_client if http_client is not None else httpx.Client(transport=transport, timeout=timeout)
 
     # -- the API -----------------------------------------------------------------------------------
@@ -381,11 +377,7 @@ class AsyncRouterClient(_ClientBase):
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, retries=retries,
                          max_retry_wait=max_retry_wait)
-        if http_client is not None and transport is not None:
-            raise ConfigError("give http_client or transport, not both (a transport goes into the client)")
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise ConfigError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}")
-        self._owns_http = http_client is None
+        self._owns_http = _owns(http_client, transport, httpx.AsyncClient)
         self._http = (http_client if http_client is not None
                       else httpx.AsyncClient(transport=transport, timeout=timeout))
 
@@ -469,6 +461,15 @@ class AsyncRouterClient(_ClientBase):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _owns(http_client: object, transport: object, kind: type) -> bool:
+    """Checks the constructor's http_client/transport pair; True when the client builds (and closes) its own."""
+    if http_client is not None and transport is not None:
+        raise ConfigError("give http_client or transport, not both (a transport goes into the client)")
+    if http_client is not None and not isinstance(http_client, kind):
+        raise ConfigError(f"http_client must be an httpx.{kind.__name__}, got {type(http_client).__name__}")
+    return http_client is None
+
+
 def _check_base_url(base_url: Any) -> str:
     if not isinstance(base_url, str):
         raise ConfigError(f"base_url must be a string such as {DEFAULT_BASE_URL!r}, got {type(base_url).__name__}")
