@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from router.errors import ConfigError
+from router.errors import MissingDependency
 
 TIER_ORDER = ["rules", "static", "embedding", "escalated", "out_of_scope", "llm", "degraded", "semantic-router"]
 TIER_COLOURS = dict(zip(TIER_ORDER, ["#8c564b", "#17becf", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f",
@@ -20,7 +20,8 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:
-        raise ConfigError("the report's plots need matplotlib: pip install -e '.[bench]'") from exc
+        raise MissingDependency("the report's plots need matplotlib, from the [bench] extra: "
+                                "pip install 'tiered-router[bench]'") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

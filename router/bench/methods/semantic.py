@@ -16,10 +16,10 @@ from typing import Any
 from router.bench.data import holdout
 from router.bench.methods.base import MethodContext, Outcome
 from router.encoders import Encoder, build_encoder
-from router.errors import ConfigError
+from router.errors import MissingDependency
 from router.intents import OOS, Labelled
 
-_INSTALL_HINT = "the semantic-router comparison needs the [bench] extra: pip install -e '.[bench]'"
+_INSTALL_HINT = "the semantic-router comparison needs the [bench] extra: pip install 'tiered-router[bench]'"
 
 
 @cache
@@ -27,7 +27,7 @@ def _encoder_class() -> type:
     try:
         from semantic_router.encoders import DenseEncoder
     except ImportError as exc:
-        raise ConfigError(_INSTALL_HINT) from exc
+        raise MissingDependency(_INSTALL_HINT) from exc
     from pydantic import PrivateAttr
 
     class RouterEncoder(DenseEncoder):
