@@ -13,21 +13,23 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def test_build_classify_and_eval_on_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ROUTER_INDEX_DIR", str(tmp_path))
+    monkeypatch.setenv("ROUTER_INDEX_DIR", str(tmp_path / "not-here"))  # --index-dir wins over the variable
     code = main(["build", "--intents", str(FIXTURES / "mini_train.csv"), "--validation",
                  str(FIXTURES / "mini_val.jsonl"), "--name", "clitest", "--model", "minilm-l6-int8",
-                 "--mine-rules"])
+                 "--mine-rules", "--index-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     summary = json.loads(out)  # stdout is one JSON document
     assert summary["n_intents"] == 8 and summary["calibration"]["fitted"]
+    assert summary["index"] == str(tmp_path / "clitest") and not (tmp_path / "not-here").exists()
 
-    assert main(["classify", "--index", "clitest", "will it snow tomorrow", "hi"]) == 0
+    assert main(["classify", "--index", "clitest", "--index-dir", str(tmp_path), "will it snow tomorrow", "hi"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["candidates"][0]["intent"] == "weather"
 
     code = main(["eval", "--train", str(FIXTURES / "mini_train.csv"), "--val", str(FIXTURES / "mini_val.jsonl"),
-                 "--test", str(FIXTURES / "mini_test.jsonl"), "--model", "minilm-l6-int8", "--json"])
+                 "--test", str(FIXTURES / "mini_test.jsonl"), "--model", "minilm-l6-int8", "--json",
+                 "--index-dir", str(tmp_path)])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     for key in ("accuracy_full", "coverage_in_scope", "accepted_precision", "oos_recall", "tier_share",
