@@ -41,7 +41,8 @@ def dispatcher(openai: FakeOpenAI) -> Iterator[Dispatcher]:
     ref = {"provider": "openai", "model": "gpt-5.4-nano"}
     config = routing_from_dict({
         "providers": {"openai": {"kind": "openai", "base_url": openai.url, "api_key_env": "BENCH_OPENAI_KEY"}},
-        "defaults": {s: ref for s in ("routing", "extraction", "formatting", "diagnostic")}, "fallbacks": {},
+        "defaults": {s: ref for s in ("routing", "extraction", "formatting", "diagnostic")},
+        "fallbacks": {s: [] for s in ("routing", "extraction", "formatting", "diagnostic")},  # merged per stage
         "budgets": {"session_steps": "off", "session_tokens": "off", "session_cost_usd": "off",
                     "hourly_cost_usd": "off"},
         "trace": {"sink": "memory"}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from router.artifact import (
     IndexManifest,
     MinedRuleRecord,
     library_versions,
+    new_generation,
+    publish,
     write_manifest,
 )
 from router.calibration import Calibration, fit_calibration, unfitted_calibration
@@ -218,16 +221,24 @@ class Builder:
             static=None if static_fit is None or alone is None else _static_record(static_fit, calibration, alone),
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
-        with self.progress.stage("write index"):
-            IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
-                          None if static_fit is None else static_fit.model).save(folder)
-        llm = self.config.llm
-        if llm is not None and llm.gate == "auto" and sources.validation is not None:
-            t = time.perf_counter()
-            manifest = manifest.model_copy(update={"llm_gate": measure_gate(folder, llm, sources.validation,
-                                                                           self.progress)})
-            write_manifest(folder, manifest)
-            seconds["llm_gate"] = time.perf_counter() - t
+        artifact = IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
+                                 None if static_fit is None else static_fit.model)
+        # A new generation beside the served one; the name moves over to it only once it is complete,
+        # tier-2 gate included (see router.artifact.publish).
+        staged = new_generation(folder)
+        try:
+            with self.progress.stage("write index"):
+                manifest = artifact.write(staged)
+            llm = self.config.llm
+            if llm is not None and llm.gate == "auto" and sources.validation is not None:
+                t = time.perf_counter()
+                gate = measure_gate(staged, llm, sources.validation, self.progress)
+                manifest = write_manifest(staged, manifest.model_copy(update={"llm_gate": gate}))
+                seconds["llm_gate"] = time.perf_counter() - t
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        publish(staged, folder)
         return BuildReport(folder, manifest, seconds)
 
     def _joint(self, evidence: Evidence, static_fit: StaticFit, alone: Calibration) -> Calibration:

@@ -188,7 +188,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                 "pip install 'tiered-router[server]'") from exc
 
     keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms",
-            "batch_max", "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing")
+            "batch_max", "batch_max_tokens", "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing",
+            "max_dispatch_in_flight", "header_timeout_s", "max_header_bytes", "body_timeout_s", "keep_alive_timeout_s")
     options: dict[str, Any] = {k: getattr(args, k) for k in keys}
     if args.static is not None:
         options["static"] = args.static == "on"
@@ -346,10 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float,
                    help=f"micro-batch window (default {_serve_default('batch_window_ms')})")
     p.add_argument("--batch-max", type=int, help=f"texts per micro-batch (default {_serve_default('batch_max')})")
+    p.add_argument("--batch-max-tokens", type=int,
+                   help="tokens per encoder job (texts x the longest); a bigger batch is split into jobs that "
+                        f"take turns with other requests' (default {_serve_default('batch_max_tokens')})")
     p.add_argument("--max-in-flight", type=int,
                    help=f"requests in flight before 503 (default {_serve_default('max_in_flight')})")
     p.add_argument("--request-timeout-s", type=float,
                    help=f"per-request timeout in seconds (default {_serve_default('request_timeout_s')})")
+    p.add_argument("--max-dispatch-in-flight", type=int,
+                   help="dispatch, approval and session requests in flight before 503 "
+                        f"(default {_serve_default('max_dispatch_in_flight')})")
+    p.add_argument("--header-timeout-s", type=float, help="seconds a request's headers may take to arrive, then 408 "
+                                                          f"(default {_serve_default('header_timeout_s')})")
+    p.add_argument("--max-header-bytes", type=int,
+                   help=f"request headers over this size get 431 (default {_serve_default('max_header_bytes')})")
+    p.add_argument("--body-timeout-s", type=float, help="seconds a request's body may take to arrive, then 408 "
+                                                        f"(default {_serve_default('body_timeout_s')})")
+    p.add_argument("--keep-alive-timeout-s", type=int, help="an idle kept-alive connection is closed after this "
+                                                            f"(default {_serve_default('keep_alive_timeout_s')})")
     p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>' (default: no auth)")
     p.add_argument("--skills", help="module:registry of skills; turns on POST /v1/dispatch "
                                     "(e.g. router.dispatch.demo:registry)")

@@ -83,6 +83,10 @@ class RulesConfig(_Strict):
     min_val_support: int = Field(5, ge=1)
     max_per_intent: int = Field(3, ge=1)
     guards: bool = True
+    # The tier-0 scan of one text stops after this long; the text then gets no rule decision and the
+    # flag ``rules_timeout`` (router/rules.py). The default guards need under 1 ms for 2,000
+    # characters: raise it with limits.max_text_chars or for very many patterns.
+    match_timeout_ms: float = Field(20.0, gt=0, le=60_000)
 
 
 class LimitsConfig(_Strict):

@@ -22,9 +22,12 @@ boundary so callers catch one family::
     │   └── FallbacksExhausted every model of a stage's fallback chain failed; ``errors`` holds each
     ├── DispatchError          the skill dispatcher refused or could not finish a step
     │   ├── BudgetExceeded     a session/hourly budget would be exceeded; the call was not made
+    │   ├── SessionsFull       max_sessions live sessions: a new one is refused (503, ``retry_after``)
     │   ├── SkillNotAllowed    the skill is not in the allowlist (registry)
     │   ├── InvalidParameters  extracted or given parameters fail the skill's schema; also a ValueError
     │   ├── ApprovalError      unknown, expired or already used approval id
+    │   │   ├── ApprovalRunning   its handler is running now (a second approve would run it twice)
+    │   │   └── TooManyApprovals  a session's (or every session's) pending-approval cap is reached
     │   └── SkillFailed        the handler raised, or its result failed the schema/freshness check
     └── ServiceError           the HTTP client (``router.client``): the service answered 4xx/5xx, or no answer;
         │                      ``status`` (None without an answer), ``detail``, ``error``, ``retry_after``
@@ -32,12 +35,14 @@ boundary so callers catch one family::
         ├── ServiceAuthError   401/403: bearer token missing or wrong
         ├── ServiceUnavailable 503 (Retry-After), a generic 429, connection refused or dropped
         │   └── ServiceTimeout no answer within the client's timeout, or 504 (request_timeout_s)
-        └── ServiceDispatchError  /v1/dispatch refused or failed a step (403/422/429/502); also a
+        └── ServiceDispatchError  /v1/dispatch refused or failed a step (403/422/429/502/503); also a
                                DispatchError; ``error`` names the server's class, e.g. BudgetExceeded
 
 A ``ProviderError`` carries ``backend`` (which one failed), ``reason`` (a short code such as
 ``timeout`` or ``http_500``) so a degraded Decision can say why, ``retryable`` (whether the
 dispatcher may try the same model again) and ``retry_after`` (seconds, when the provider said).
+Its message, like a ``SkillFailed``'s, has secrets masked (``router.redact``): configured keys and
+anything shaped like a credential never reach a trace, a log or an error body.
 
 A ``ServiceError`` is what ``router.client`` raises for the HTTP service: its message carries the
 status code and the server's detail; other 5xx and unexpected 4xx raise ``ServiceError`` itself.
@@ -48,6 +53,8 @@ Messages name the parameter and the offending value, and say how to fix it.
 from __future__ import annotations
 
 from typing import Any
+
+from router.redact import redact
 
 __all__ = [
     "ConfigError",
@@ -65,9 +72,12 @@ __all__ = [
     "RateLimited",
     "DispatchError",
     "BudgetExceeded",
+    "SessionsFull",
     "SkillNotAllowed",
     "InvalidParameters",
     "ApprovalError",
+    "ApprovalRunning",
+    "TooManyApprovals",
     "SkillFailed",
     "RouterError",
     "ServiceAuthError",
@@ -117,7 +127,8 @@ class ProviderError(RouterError):
     def __init__(
         self, backend: str, message: str, reason: str | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(f"{backend}: {message}")
+        # Provider text may echo the request's key: masked before it can reach a trace, log or body.
+        super().__init__(f"{backend}: {redact(message)}")
         self.backend = backend
         self.retry_after = retry_after
         if reason is not None:
@@ -155,11 +166,15 @@ class FallbacksExhausted(ProviderError):
 
     reason = "fallbacks_exhausted"
 
-    def __init__(self, backend: str, errors: list[ProviderError], models: list[str] | None = None) -> None:
+    def __init__(self, backend: str, errors: list[ProviderError], models: list[str] | None = None, *,
+                 spent_tokens: int = 0, spent_cost: float = 0.0) -> None:
         self.models = models or [e.backend for e in errors]
         detail = "; ".join(f"{m}: {e.reason}" for m, e in zip(self.models, errors, strict=True))
         super().__init__(backend, f"every model of the chain failed ({detail or 'no model configured'})")
         self.errors = errors
+        # Attempts that timed out once sent are metered (the provider may bill them): what the chain cost.
+        self.spent_tokens = spent_tokens
+        self.spent_cost = spent_cost
 
 
 class DispatchError(RouterError):
@@ -175,6 +190,19 @@ class BudgetExceeded(DispatchError):
             f"this step needs up to {needed:,g}; the call was not made"
         )
         self.budget, self.limit, self.used, self.needed, self.scope = budget, limit, used, needed, scope
+
+
+class SessionsFull(DispatchError):
+    """A new session was refused: the ledger is full of live sessions (none idle past its TTL).
+
+    Forgetting a live session instead would reset its spend, so churn could reset everyone's budget.
+    """
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(f"budgets.max_sessions={limit:,} sessions are live; a new session is refused until the "
+                         f"longest-idle one ends (budgets.session_ttl_s), in {retry_after:.0f}s; "
+                         "existing sessions are still served")
+        self.limit, self.retry_after = limit, retry_after
 
 
 class SkillNotAllowed(DispatchError):
@@ -193,11 +221,27 @@ class ApprovalError(DispatchError):
     """An approval id that is unknown, expired or already used."""
 
 
+class ApprovalRunning(ApprovalError):
+    """The approval's handler is running: it is consumed once the handler finishes, and never runs twice."""
+
+
+class TooManyApprovals(ApprovalError):
+    """A new pending approval was refused: ``scope`` (a session, or all sessions) has ``limit`` pending.
+
+    ``retry_after``: seconds until the oldest of them expires, when one is sure to free a place.
+    """
+
+    def __init__(self, limit_name: str, limit: int, scope: str, retry_after: float) -> None:
+        super().__init__(f"{limit_name}={limit:,} approvals are already pending for {scope}; approve or reject "
+                         f"one, or retry after {retry_after:.0f}s when the oldest expires (approval_ttl_s)")
+        self.limit_name, self.limit, self.scope, self.retry_after = limit_name, limit, scope, retry_after
+
+
 class SkillFailed(DispatchError):
     """The skill's handler raised, or its result failed the declared checks."""
 
     def __init__(self, skill: str, message: str, reason: str) -> None:
-        super().__init__(f"skill {skill!r}: {message}")
+        super().__init__(f"skill {skill!r}: {redact(message)}")  # a handler's error text is third-party too
         self.skill, self.reason = skill, reason
 
 

@@ -17,7 +17,6 @@ without the LLM, end-to-end accuracy with and without it, LLM latency and tokens
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from router.artifact import remove_index
 from router.builder import Builder
 from router.config import RouterConfig
 from router.decision import TIER_RULES, TIER_STATIC, Decision
@@ -124,4 +124,4 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
         )
         return result
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_index(folder)  # the name is a symlink to a generation beside it: both go

@@ -18,6 +18,7 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.errors import ConfigError
+from router.rules import pattern_hazard
 from router.yaml_file import read_mapping
 
 OOS = "oos"
@@ -51,6 +52,10 @@ class Intent(BaseModel):
                 regex.compile(pattern)
             except regex.error as exc:
                 raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from exc
+            # Refused here so a build names the file and the intent (router/rules.py says why).
+            hazard = pattern_hazard(pattern)
+            if hazard is not None:
+                raise ValueError(f"pattern {pattern!r} {hazard}")
         return value
 
     @model_validator(mode="after")

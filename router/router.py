@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from router.artifact import IndexArtifact, check_fresh, load_artifact, read_manifest
+from router.artifact import IndexArtifact, check_fresh, load_artifact, open_index
 from router.config import EncoderConfig, LimitsConfig, RouterConfig, load_config
 from router.decision import Decision
 from router.encoders import Encoder, build_encoder, encoder_identity
@@ -30,8 +30,16 @@ def index_folder(index: str | Path, index_dir: str | Path | None = None) -> Path
 
 
 def built_config(folder: Path) -> RouterConfig:
-    """The config an index was built with (its ``config.json``)."""
-    return RouterConfig.model_validate_json((folder / "config.json").read_text())
+    """The config an index was built with (its ``config.json``); ``IndexError_`` when missing or invalid."""
+    path = folder / "config.json"
+    try:
+        return RouterConfig.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise IndexError_(f"index {folder} is incomplete or corrupt: config.json is missing; rebuild it with: "
+                          f"router build --name {folder.name}") from None
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError (bad JSON too) is a ValueError
+        raise IndexError_(f"index {folder} is incomplete or corrupt: config.json is not a valid config ({exc}); "
+                          f"rebuild it with: router build --name {folder.name}") from exc
 
 
 class Router:
@@ -80,15 +88,16 @@ class Router:
         (the static token table): None serves it when the index has one, False skips it, True
         requires it.
         """
-        folder = index_folder(index, index_dir)
-        manifest = read_manifest(folder)
+        # ``folder``: the generation the name points to now; every file is read from it, checked first.
+        folder, manifest = open_index(index_folder(index, index_dir), static=static is not False)
         built = built_config(folder)
         enc_config = encoder or built.encoder
         check_fresh(manifest, encoder_identity(enc_config), intents, folder)
         if static and manifest.static is None:
             raise ConfigError(f"static=True, but index {folder} was built without the static tier; "
                               f"rebuild it with static.enabled: true (router build --static on)")
-        artifact = load_artifact(folder, {"ef_search": built.vector_index.ef_search}, static=static is not False)
+        artifact = load_artifact(folder, {"ef_search": built.vector_index.ef_search}, static=static is not False,
+                                 verified=manifest)
         llm_config = built.llm if llm == "built" else None if llm == "off" else llm
         escalator = None
         if llm_config is not None:

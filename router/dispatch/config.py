@@ -1,8 +1,10 @@
 """The routing file: which provider and model serve each stage of each skill, and the safety limits.
 
 Moving a skill to another provider is an edit of this file only. Keys left out keep the shipped
-defaults (``routing.yaml`` next to this module: list prices, provider endpoints, budgets); budgets
-can be switched off only with the explicit value ``off``.
+defaults (``routing.yaml`` next to this module: list prices, provider endpoints, budgets);
+``defaults``, ``fallbacks``, ``providers`` and ``prices`` merge per entry, so a file that sets only
+``defaults.extraction`` keeps the shipped model of every other stage. Budgets can be switched off
+only with the explicit value ``off``.
 """
 
 from __future__ import annotations
@@ -83,15 +85,28 @@ Limit = int | None
 CostLimit = Decimal | None
 
 
+BUDGETS = ("session_tokens", "session_cost_usd", "hourly_cost_usd", "session_steps")
+
+
 class BudgetConfig(_Strict):
-    """On by default. ``off`` (YAML off/false or the string "off") switches one off; null is refused."""
+    """On by default. ``off`` (YAML off/false or the string "off") switches one off; null is refused.
+
+    A session's spend is kept while the session lives: until it has been idle ``session_ttl_s``.
+    The ledger never forgets a live session to make room; past ``max_sessions`` live sessions a
+    new one is refused (HTTP 503 with Retry-After), so churn cannot reset anyone's usage.
+    """
 
     session_tokens: Limit = Field(50_000, ge=1)
     session_cost_usd: CostLimit = Field(Decimal("1.00"), gt=0)
     hourly_cost_usd: CostLimit = Field(Decimal("25.00"), gt=0, description="all sessions, rolling hour")
     session_steps: Limit = Field(25, ge=1, description="dispatches per session: stops runaway agent loops")
+    max_sessions: int = Field(100_000, ge=1, le=10_000_000, strict=True,
+                              description="live sessions the ledger holds (about 0.3 KB each); past it a new "
+                                          "session gets 503")
+    session_ttl_s: float = Field(86_400.0, gt=0, le=30 * 86_400, strict=True,
+                                 description="a session idle this long has ended: its usage is forgotten")
 
-    @field_validator("*", mode="before")
+    @field_validator(*BUDGETS, mode="before")
     @classmethod
     def _explicit_off(cls, value: Any, info: Any) -> Any:
         if value is None:
@@ -104,7 +119,7 @@ class BudgetConfig(_Strict):
         return value
 
     def switched_off(self) -> list[str]:
-        return [name for name in type(self).model_fields if getattr(self, name) is None]
+        return [name for name in BUDGETS if getattr(self, name) is None]
 
 
 class TraceConfig(_Strict):
@@ -123,7 +138,18 @@ class RoutingConfig(_Strict):
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
     intents: dict[str, str] = Field(default_factory=dict, description="intent -> skill, where the names differ")
-    approval_ttl_s: float = Field(900.0, gt=0, le=7 * 86_400)
+    # Pending approvals of `writes` skills: each expires approval_ttl_s after it was made (15 min).
+    # A session past its cap is refused (HTTP 429) until one of its own is approved, rejected or
+    # expires; the global cap is the last line against many sessions.
+    approval_ttl_s: float = Field(900.0, gt=0, le=7 * 86_400, strict=True,
+                                  description="a pending approval expires after it")
+    max_pending_approvals_per_session: int = Field(10, ge=1, le=10_000, strict=True)
+    max_pending_approvals: int = Field(10_000, ge=1, le=1_000_000, strict=True, description="all sessions")
+    # One dispatch or approval, end to end: model calls (cut to fit, the fallback still tried),
+    # retry waits and the handler. See router/dispatch/deadline.py.
+    dispatch_timeout_s: float = Field(60.0, gt=0, le=3600, strict=True)
+    handler_timeout_s: float = Field(30.0, gt=0, le=3600, strict=True,
+                                     description="a skill's handler; within dispatch_timeout_s")
     max_text_chars: int = Field(4_000, ge=1, le=1_000_000, description="longest query sent for extraction")
 
     @model_validator(mode="after")
@@ -157,10 +183,15 @@ class RoutingConfig(_Strict):
         return self.intents.get(intent, intent)
 
 
+# Merged per entry (a stage, a provider, a model): a user's file names only what it changes.
+_PER_ENTRY = ("defaults", "fallbacks", "providers", "prices")
+
+
 def _merge(shipped: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
-    """User keys win; `providers` and `prices` are merged per entry so adding a model keeps the list prices."""
+    """User keys win. ``_PER_ENTRY`` sections merge per entry: a stage's default model or fallback list,
+    a provider or a price given by the user replaces the shipped one whole; the others are kept."""
     merged = {**shipped, **user}
-    for key in ("providers", "prices"):
+    for key in _PER_ENTRY:
         if isinstance(user.get(key), dict):
             merged[key] = {**shipped.get(key, {}), **user[key]}
     return merged

@@ -11,6 +11,7 @@ import functools
 import json
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from router.dispatch.providers import ChatRequest, Message
@@ -18,15 +19,31 @@ from router.dispatch.skills import Skill
 from router.errors import InvalidParameters
 
 
+def _closed(schema: Any) -> None:
+    """Every object schema without its own ``additionalProperties`` gets ``false``: the schema says what strict
+    validation enforces, and OpenAI's strict mode needs it."""
+    if isinstance(schema, dict):
+        if (schema.get("type") == "object" or "properties" in schema) and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _closed(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _closed(item)
+
+
 @functools.cache
-def params_schema(params: type[BaseModel]) -> dict[str, Any]:
-    return params.model_json_schema()
+def params_schema(skill: Skill) -> dict[str, Any]:
+    schema = skill.params.model_json_schema()
+    if skill.strict_params:
+        _closed(schema)
+    return schema
 
 
 @functools.cache
 def system_prompt(skill: Skill) -> str:
     """Built once per skill: byte-identical on every call, which is what prompt caches key on."""
-    schema = json.dumps(params_schema(skill.params), sort_keys=True)
+    schema = json.dumps(params_schema(skill), sort_keys=True)
     return (
         f"You extract the parameters of the skill `{skill.name}` from a user's message.\n"
         f"Skill: {skill.description}\n"
@@ -44,10 +61,22 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return out
 
 
+def _validate(skill: Skill, raw: Any) -> BaseModel:
+    if not skill.strict_params:
+        return skill.params.model_validate(raw)
+    # Parameters are JSON (a request body, a model's answer, a stored approval): validated as JSON, strictly,
+    # so a string may still be a date or an enum member, but `true` is never 1.0 and no unknown key passes.
+    try:
+        data = pydantic_core.to_json(raw)
+    except pydantic_core.PydanticSerializationError as exc:
+        raise InvalidParameters(skill.name, "parameters are not JSON", [str(exc)]) from None
+    return skill.params.model_validate_json(data, strict=True, extra="forbid")
+
+
 def validate_params(skill: Skill, raw: Any) -> BaseModel:
     """Caller-given parameters: validated, never re-asked."""
     try:
-        return skill.params.model_validate(raw)
+        return _validate(skill, raw)
     except ValidationError as exc:
         raise InvalidParameters(skill.name, "parameters fail the skill's schema", describe_errors(exc)) from None
 
@@ -58,14 +87,16 @@ def parse_answer(skill: Skill, text: str) -> tuple[BaseModel | None, list[str]]:
     except ValueError:
         return None, [f"the answer is not JSON: {text[:120]!r}"]
     try:
-        return skill.params.model_validate(raw), []
+        return _validate(skill, raw), []
     except ValidationError as exc:
         return None, describe_errors(exc)
+    except InvalidParameters as exc:
+        return None, exc.errors
 
 
 def first_request(skill: Skill, text: str) -> ChatRequest:
     return ChatRequest(system=system_prompt(skill), messages=(Message("user", text),),
-                       json_schema=params_schema(skill.params), schema_name=f"{skill.name}_params")
+                       json_schema=params_schema(skill), schema_name=f"{skill.name}_params")
 
 
 def reask_request(first: ChatRequest, answer: str, errors: list[str]) -> ChatRequest:

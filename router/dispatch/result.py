@@ -15,6 +15,8 @@ class CallSummary(BaseModel):
     provider: str
     model: str
     attempts: int
+    # Metered over the stage's whole chain: the answer, plus attempts that timed out once sent
+    # (charged at their reservation, since the provider may bill them). ``provider``/``model``: who answered.
     tokens: int
     cost_usd: float
     fallback_from: str | None = None
@@ -22,7 +24,7 @@ class CallSummary(BaseModel):
     @classmethod
     def of(cls, stage: str, call: CallResult) -> CallSummary:
         return cls(stage=stage, provider=call.provider, model=call.model, attempts=len(call.attempts),
-                   tokens=call.tokens, cost_usd=float(call.cost), fallback_from=call.fallback_from)
+                   tokens=call.spent_tokens, cost_usd=float(call.spent_cost), fallback_from=call.fallback_from)
 
 
 class DispatchResult(BaseModel):

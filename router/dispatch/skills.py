@@ -1,8 +1,11 @@
 """The allowlist of skills: each with a parameter schema, an async handler and a ``writes`` flag.
 
 Only a registered skill can run. Parameters are validated against ``params`` before the
-handler sees them; a ``writes`` skill waits for an explicit approval; the handler's result is
-checked against ``result`` and, where ``max_age_s`` is declared, for freshness (its ``as_of``).
+handler sees them, strictly by default: as JSON, with no type coercion (``true`` is not a number,
+``"20"`` is not one either) and no keys the schema does not name, nested models included. A skill
+opts out with ``strict_params=False``, and then the model's own config decides. A ``writes`` skill
+waits for an explicit approval; the handler's result is checked against ``result`` and, where
+``max_age_s`` is declared, for freshness (its ``as_of``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Skill:
     result: type[BaseModel] | None = None
     max_age_s: float | None = None
     format_reply: bool = False
+    strict_params: bool = True  # False, explicitly: pydantic's lax coercion, and extra keys as the model says
 
     def __post_init__(self) -> None:
         if self.max_age_s is not None:
@@ -62,12 +66,12 @@ class SkillRegistry:
 
     def skill(self, name: str, *, params: type[BaseModel], description: str = "", writes: bool = False,
               result: type[BaseModel] | None = None, max_age_s: float | None = None,
-              format_reply: bool = False) -> Callable[[Handler], Handler]:
+              format_reply: bool = False, strict_params: bool = True) -> Callable[[Handler], Handler]:
         """Decorator form: ``@registry.skill("transfer", params=TransferParams, writes=True)``."""
 
         def register(handler: Handler) -> Handler:
             self.add(Skill(name, description or (handler.__doc__ or name).strip(), params, handler, writes, result,
-                           max_age_s, format_reply))
+                           max_age_s, format_reply, strict_params))
             return handler
 
         return register

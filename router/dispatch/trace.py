@@ -1,8 +1,12 @@
 """Trace records of every provider call and every skill step, and the sinks that keep them.
 
 One JSON object per line. ``kind: "call"`` records are provider attempts (skill, stage, provider,
-model, attempt, status, latency, tokens, cost, fallback, breaker state, budget left);
-``kind: "skill"`` records are dispatch outcomes. API keys are never part of a record.
+model, attempt, status, latency, tokens, cost, fallback, breaker state, budget left, and
+``timeout_s``, the attempt's bound once the dispatch's deadline has cut it); ``status: "deadline"``
+is a model not tried for lack of time, ``status: "timeout"`` with ``usage_estimated`` an attempt
+cancelled once sent, metered at its reservation. ``kind: "skill"`` records are dispatch outcomes;
+``handler`` says how the handler ended once entered (ok, error, timeout, cancelled), and
+``status: "timeout"`` is a step cut when the dispatcher closed. API keys are never part of a record.
 """
 
 from __future__ import annotations
@@ -83,14 +87,15 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def session_totals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per session: provider calls, successful calls, tokens and cost (exact), from call records."""
+    """Per session, from call records: attempts, metered calls (answered, or timed out once sent and
+    metered at their reservation, as the ledger counts them), tokens and cost (exact)."""
     out: dict[str, dict[str, Any]] = {}
     for r in records:
         if r.get("kind") != "call":
             continue
         t = out.setdefault(r["session"], {"attempts": 0, "calls": 0, "tokens": 0, "cost_usd": Decimal(0)})
         t["attempts"] += 1
-        if r["status"] == "ok":
+        if r["status"] == "ok" or r.get("tokens", 0) > 0:
             t["calls"] += 1
         t["tokens"] += r.get("tokens", 0)
         t["cost_usd"] += Decimal(str(r.get("cost_usd", 0)))

@@ -17,6 +17,7 @@ from router.errors import BadResponse, ConfigError, ProviderTimeout, ProviderUna
 from router.llm.base import LLMAnswer
 from router.llm.config import LLMBackendConfig
 from router.llm.prompt import Prompt
+from router.redact import redact, register_secret
 
 
 def _label_schema(labels: tuple[str, ...]) -> dict[str, Any]:
@@ -53,6 +54,7 @@ class ChatCompletionsClient:
         if not key:
             raise ConfigError(f"llm backend {config.label!r}: api_key_env={config.api_key_env!r} is not set "
                               "in the environment")
+        register_secret(key)  # masked in any error text that echoes it
         return key
 
     # -- per-protocol parts ------------------------------------------------------------------
@@ -84,7 +86,7 @@ class ChatCompletionsClient:
     async def choose(self, prompt: Prompt) -> LLMAnswer:
         response = await self._post(self.body(prompt))
         if response.status_code >= 400:
-            detail = response.text[:300]
+            detail = redact(response.text[:4000])[:300]  # masked before the cut: no key survives in part
             if response.status_code >= 500 or response.status_code == 429:
                 raise ProviderUnavailable(self.name, f"HTTP {response.status_code}: {detail}",
                                           reason=f"http_{response.status_code}")
@@ -95,7 +97,7 @@ class ChatCompletionsClient:
             content = data["choices"][0]["message"]["content"]
             label = self.parse_label(content)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise BadResponse(self.name, f"malformed response body: {response.text[:200]!r}") from exc
+            raise BadResponse(self.name, f"malformed response body: {redact(response.text[:4000])[:200]!r}") from exc
         if label not in prompt.labels:
             raise BadResponse(self.name, f"answer {label!r} is not one of the offered labels {list(prompt.labels)}")
         usage = data.get("usage") or {}

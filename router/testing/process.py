@@ -34,6 +34,7 @@ class ServeProcess:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._last_output = ""
 
     def start(self) -> ServeProcess:
         # Not captured: output goes to a file (an unread pipe would block the server), shown on failure.
@@ -49,8 +50,8 @@ class ServeProcess:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"router serve {' '.join(self.args)} did not become ready: {self.output()[-2000:]}")
+                self.stop()  # the process is reaped first, so everything it printed is in the log
+                raise RuntimeError(f"router serve {' '.join(self.args)} did not become ready: {self._last_output}")
             time.sleep(0.1)
 
     def output(self) -> str:
@@ -69,6 +70,7 @@ class ServeProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         if self._log is not None:
+            self._last_output = self.output()[-2000:]  # kept: stop() closes the log a failed start reports
             self._log.close()
             self._log = None
         return code

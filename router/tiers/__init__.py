@@ -36,7 +36,8 @@ def _rules(ctx: TierContext) -> Tier:
     from router.tiers.rules import RulesTier
 
     art = ctx.artifact
-    return RulesTier(RuleSet(art.rules, None if art.config.rules.guards else {}), ctx.skills)
+    rules = art.config.rules
+    return RulesTier(RuleSet(art.rules, None if rules.guards else {}, rules.match_timeout_ms / 1000), ctx.skills)
 
 
 def _static(ctx: TierContext) -> Tier | None:

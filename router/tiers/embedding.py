@@ -46,7 +46,9 @@ class EmbeddingTier:
         vectors = self._encode(queries)
         encoded = perf_counter_ns()
         nearest = self.artifact.vectors.search(vectors, self._neighbours)[0][:, 0]
-        probs = self.artifact.head.probabilities(vectors)
+        # In float64: a float32 product's rounding depends on how many rows it has (BLAS picks other
+        # kernels), which moved scores in the 6th decimal with the batch a query happened to share.
+        probs = self.artifact.head.probabilities(vectors.astype(np.float64))
         encode_us = elapsed_us(start, encoded) / len(queries)
         search_us = elapsed_us(encoded, perf_counter_ns()) / len(queries)
         for row, q in enumerate(queries):

@@ -43,7 +43,9 @@ def test_moving_a_skill_to_another_provider_is_an_edit_of_the_file(tmp_path: Pat
     ({"overrides": {"x": {"cooking": {"provider": "openai", "model": "gpt-5.4"}}}}, "overrides.x.cooking"),
     ({"budgets": {"session_tokens": None}}, "session_tokens: an empty value is not a limit"),
     ({"budgets": {"session_tokens": -1}}, "greater than or equal to 1"),
-    ({"defaults": {"routing": {"provider": "openai", "model": "gpt-5.4"}}}, "every stage needs a default model"),
+    # Stages merge over the shipped ones (test_routing_merge.py), so a stage can be left out, not emptied.
+    ({"defaults": {"routing": None}}, "defaults.routing: Input should be a valid dictionary"),
+    ({"defaults": {"cooking": {"provider": "openai", "model": "gpt-5.4"}}}, "defaults.cooking.[key]"),
 ])
 def test_bad_routing_files_name_the_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:

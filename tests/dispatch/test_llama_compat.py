@@ -30,7 +30,9 @@ def _dispatcher(llama: LlamaServer, structured: str = "json_object") -> Dispatch
         "providers": {"local": {"kind": "openai_compatible", "base_url": llama.url, "structured": structured}},
         "prices": {MODEL_ALIAS: {"input": 0, "output": 0}},
         "defaults": {stage: ref for stage in ("routing", "extraction", "formatting", "diagnostic")},
-        "fallbacks": {}, "trace": {"sink": "memory"}, "retry": {"max_retries": 0},
+        # Fallbacks merge per stage over the shipped ones: each stage is emptied by name.
+        "fallbacks": {stage: [] for stage in ("routing", "extraction", "formatting", "diagnostic")},
+        "trace": {"sink": "memory"}, "retry": {"max_retries": 0},
     }), build_registry())
 
 

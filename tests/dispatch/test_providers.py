@@ -87,7 +87,7 @@ async def test_gemini_wire_format(fakes: Fakes) -> None:
 async def test_missing_usage_block_is_estimated_not_free(fakes: Fakes, name: str, model: str) -> None:
     getattr(fakes, name).fault("no_usage")
     result = await _complete(fakes, name, model)
-    assert result.usage.estimated and result.usage.input_tokens >= REQUEST.estimated_input_tokens()
+    assert result.usage.estimated and result.usage.input_tokens >= REQUEST.max_input_tokens()
 
 
 @pytest.mark.parametrize("name, model", [("openai", "gpt-5.4-nano"), ("anthropic", "claude-haiku-4-5"),

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from router.dispatch import Dispatcher, read_jsonl, routing_from_dict, session_totals
-from router.errors import RouterError
+from router.errors import FallbacksExhausted, RouterError
 from router.testing import SOAK_FAULTS
 from tests.dispatch.conftest import Calls, Fakes, registry, routing
 
@@ -43,6 +43,7 @@ async def _soak(fakes: Fakes, tmp_path: Path, n: int, reset_on_success: bool) ->
     sessions = max(1, n // 20)
     outcomes: collections.Counter[str] = collections.Counter()
     results: list[Any] = []
+    failed: list[FallbacksExhausted] = []  # what a failed chain spent (attempts that timed out once sent)
     hung = 0
     gate = asyncio.Semaphore(32)
 
@@ -63,6 +64,8 @@ async def _soak(fakes: Fakes, tmp_path: Path, n: int, reset_on_success: bool) ->
                 hung += 1
             except RouterError as exc:
                 assert str(exc)  # a clear error: typed, with a message
+                if isinstance(exc, FallbacksExhausted):
+                    failed.append(exc)
                 outcomes[f"error: {type(exc).__name__}"] += 1
 
     started = time.perf_counter()
@@ -72,7 +75,7 @@ async def _soak(fakes: Fakes, tmp_path: Path, n: int, reset_on_success: bool) ->
     dispatcher.close()
     traced = session_totals(read_jsonl(tmp_path / "soak.jsonl"))
     return {"n": n, "elapsed": elapsed, "outcomes": outcomes, "results": results, "hung": hung, "ledger": ledger,
-            "traced": traced, "faults": [dict(s.faults_served) for s in fakes.all()], "calls": calls}
+            "traced": traced, "faults": [dict(s.faults_served) for s in fakes.all()], "calls": calls, "failed": failed}
 
 
 # strict: the shipped breaker (every failure in the window counts); at 10% faults on every provider
@@ -94,8 +97,10 @@ async def test_soak_with_injected_faults(fakes: Fakes, tmp_path: Path, n: int, r
     assert sum(sum(f.values()) for f in out["faults"]) > 0.05 * sent  # ~10% of requests really were faulted
 
     # trace totals == ledger totals == the sum of what the calls returned
-    results_cost = sum((Decimal(str(r.cost_usd)) for r in out["results"]), Decimal(0))
-    results_tokens = sum(r.tokens for r in out["results"])
+    # (a failed chain's timed-out attempts are metered too, and reported on its FallbacksExhausted)
+    results_cost = sum((Decimal(str(r.cost_usd)) for r in out["results"]), Decimal(0)) + sum(
+        (Decimal(str(e.spent_cost)) for e in out["failed"]), Decimal(0))
+    results_tokens = sum(r.tokens for r in out["results"]) + sum(e.spent_tokens for e in out["failed"])
     traced_cost = sum((t["cost_usd"] for t in out["traced"].values()), Decimal(0))
     traced_tokens = sum(t["tokens"] for t in out["traced"].values())
     ledger_cost = sum((t.cost_usd for t in out["ledger"].values()), Decimal(0))

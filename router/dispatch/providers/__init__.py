@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import httpx
@@ -12,6 +13,7 @@ from router.dispatch.providers.base import ChatRequest, Completion, Message, Pro
 from router.dispatch.providers.gemini import GeminiGenerate
 from router.dispatch.providers.openai import OpenAIChat, OpenAICompatibleChat
 from router.errors import ConfigError
+from router.redact import register_secret
 
 ProviderFactory = Callable[[str, ProviderConfig, httpx.AsyncClient], Provider]
 
@@ -28,6 +30,8 @@ def build_provider(name: str, config: ProviderConfig, http: httpx.AsyncClient) -
         factory = PROVIDERS[config.kind]
     except KeyError:
         raise ConfigError(f"providers.{name}.kind: unknown kind {config.kind!r}; known: {sorted(PROVIDERS)}") from None
+    # Every configured key is masked in error text from the start, even one this provider never sends.
+    register_secret(os.environ.get(config.api_key_env) if config.api_key_env else None)
     return factory(name, config, http)
 
 

@@ -63,6 +63,6 @@ class AnthropicMessages:
                            cached_input_tokens=count(usage.get("cache_read_input_tokens")),
                            cache_write_tokens=count(usage.get("cache_creation_input_tokens")))
         else:
-            parsed = estimated_usage(request, text)
+            parsed = estimated_usage(request)
         return Completion(text=text, usage=parsed, model=str(data.get("model", model)),
                           finish_reason=data.get("stop_reason"), raw=data)

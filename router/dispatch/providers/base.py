@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import math
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+# What a provider adds around each message (role markers, separators): 3-4 tokens on the known
+# APIs; this is above all of them.
+MESSAGE_FRAMING_TOKENS = 8
+# Structured output adds instructions of the provider's own: Anthropic's forced tool call adds a
+# system prompt of up to 346 tokens (its documented tool-use overhead); the schema is counted by bytes.
+STRUCTURED_OVERHEAD_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -24,12 +31,18 @@ class ChatRequest:
     schema_name: str = "result"
     temperature: float = 0.0
 
-    def estimated_input_tokens(self) -> int:
-        """An upper estimate (3 bytes a token) used to reserve budget before the call."""
-        text = self.system + "".join(m.content for m in self.messages)
+    def max_input_tokens(self) -> int:
+        """An upper bound on the input tokens any provider can bill for this request, reserved before it.
+
+        A byte-level tokenizer's token is at least one byte, so no text costs more tokens than its
+        UTF-8 bytes: digits, CJK and code included (an average of 3 bytes a token undercounts them).
+        """
+        size = len(self.system.encode()) + sum(len(m.content.encode()) for m in self.messages)
+        tokens = size + MESSAGE_FRAMING_TOKENS * (len(self.messages) + 1)
         if self.json_schema is not None:
-            text += str(self.json_schema)
-        return math.ceil(len(text.encode("utf-8")) / 3) + 8 * (len(self.messages) + 1)
+            schema = json.dumps(self.json_schema, ensure_ascii=False) + self.schema_name
+            tokens += len(schema.encode()) + STRUCTURED_OVERHEAD_TOKENS
+        return tokens
 
 
 @dataclass(frozen=True)
@@ -64,10 +77,10 @@ class Provider(Protocol):
     async def complete(self, model: str, request: ChatRequest, timeout_s: float) -> Completion: ...
 
 
-def estimated_usage(request: ChatRequest, text: str) -> Usage:
-    """Charged when a provider leaves out its usage block: the call was billed, so it still counts."""
-    return Usage(
-        input_tokens=request.estimated_input_tokens(),
-        output_tokens=math.ceil(len(text.encode("utf-8")) / 3) + 1,
-        estimated=True,
-    )
+def estimated_usage(request: ChatRequest) -> Usage:
+    """Charged when a provider leaves out its usage block: the call was billed, so it still counts.
+
+    Nothing can be reconciled, so the reservation stands: the input bound and the whole output cap
+    (priced at the dearest input price by ``call_cost``, as cache hits and writes are unknown).
+    """
+    return Usage(input_tokens=request.max_input_tokens(), output_tokens=request.max_tokens, estimated=True)

@@ -55,6 +55,6 @@ class GeminiGenerate:
             parsed = Usage(input_tokens=max(0, count(meta["promptTokenCount"]) - cached), output_tokens=output,
                            cached_input_tokens=cached)
         else:
-            parsed = estimated_usage(request, text)
+            parsed = estimated_usage(request)
         return Completion(text=text, usage=parsed, model=str(data.get("modelVersion", model)),
                           finish_reason=dig(data, "candidates", 0, "finishReason"), raw=data)

@@ -3,7 +3,9 @@
 Status codes map the same way for every provider: 429 is rate limiting (retryable, honouring
 Retry-After) unless the body says the quota or spend limit is gone; 408, 409, 5xx and 529 are
 retryable; any other 4xx is the request's own fault and is not retried. Keys travel in headers
-only and never appear in an error message.
+only. A provider's error text may echo one back: every key read here is registered with
+``router.redact``, and the text is masked before it is cut to length (``ProviderError`` masks
+its message again), so no key reaches a trace, a log or an error body.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from router.errors import (
     RateLimited,
     RequestRejected,
 )
+from router.redact import redact, register_secret
 
 _RETRYABLE_4XX = {408, 409}
 # Error codes that come with a 429 but will not clear by waiting.
@@ -42,6 +45,7 @@ def key_from_env(backend: str, env: str | None) -> str:
     if not key:
         raise RequestRejected(backend, f"no API key: environment variable {env!r} (api_key_env) is not set",
                               reason="no_key")
+    register_secret(key)
     return key
 
 
@@ -81,7 +85,8 @@ def _error_fields(body: Any) -> tuple[str, str]:
         code = err.get("code") if isinstance(err.get("code"), str) else (err.get("type") or err.get("status") or "")
         if isinstance(details, dict) and isinstance(details.get("error_code"), str):
             code = details["error_code"]
-        return str(err.get("message", ""))[:300], str(code)
+        # Masked before the cut to 300, so a key split by it cannot survive in part (4000 bounds the work).
+        return redact(str(err.get("message", ""))[:4000])[:300], redact(str(code)[:1000])[:100]
     return "", ""
 
 

@@ -72,7 +72,7 @@ class OpenAIChat:
             parsed = Usage(input_tokens=max(0, count(usage["prompt_tokens"]) - cached),
                            output_tokens=count(usage.get("completion_tokens")), cached_input_tokens=cached)
         else:
-            parsed = estimated_usage(request, text)
+            parsed = estimated_usage(request)
         return Completion(text=text, usage=parsed, model=str(data.get("model", model)),
                           finish_reason=dig(data, "choices", 0, "finish_reason"), raw=data)
 
