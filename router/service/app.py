@@ -35,6 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in {
         400: "body is not decodable (e.g. not UTF-8)",
         401: "missing or wrong bearer token",
+        408: "body not received within body_timeout_s (the connection is closed)",
         413: "body over max_body_bytes",
         422: "invalid request (the detail names the field)",
         503: "max_in_flight reached (Retry-After)",
@@ -111,5 +112,5 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
         api_key = os.environ.get(config.api_key_env)
         if not api_key:
             raise ConfigError(f"api_key_env={config.api_key_env!r} is set but that environment variable is empty")
-    app.add_middleware(Guard, service=service, api_key=api_key)
+    app.add_middleware(Guard, service=service, api_key=api_key, routes=app.routes)
     return app

@@ -22,10 +22,30 @@ class ServeConfig(BaseModel):
     # Micro-batching: single-text requests arriving within the window are encoded together.
     batch_window_ms: float = Field(2.0, ge=0.0, le=1000.0)
     batch_max: int = Field(32, ge=1, le=4096)
+    # Fair queueing at the encoder: one encoder job holds at most batch_max texts and batch_max_tokens
+    # tokens, counted as texts x the longest text's tokens (the encoder pads to it). A `texts` batch
+    # is split into such jobs, which take turns with other requests' (batcher.py), so it cannot hold
+    # the encoder, and its memory, for the whole batch. A text longer than this is a job of its own.
+    # 64 is about four typical queries: a single text waits for at most one such job, and on a CPU
+    # small jobs cost no more per text (5.6 ms on 2 cores, vs 6.6 ms for one job per batch: it pads more).
+    batch_max_tokens: int = Field(64, ge=1, le=1_000_000)
     max_body_bytes: int = Field(1_048_576, ge=64, le=1 << 30)
     request_timeout_s: float = Field(10.0, gt=0, le=3600)
     max_in_flight: int = Field(256, ge=1, le=1_000_000)
+    # /v1/dispatch, the approval and the session routes have their own cap, so dispatches stuck on
+    # a slow provider cannot starve /v1/classify (and classify traffic cannot starve dispatch).
+    # /healthz, /readyz and /metrics are under neither cap.
+    max_dispatch_in_flight: int = Field(64, ge=1, le=1_000_000)
     retry_after_s: int = Field(1, ge=1, le=3600)
+    # Slow and idle clients: a request's headers must arrive within header_timeout_s (from the
+    # connection opening, or from the first byte of a later request on it) and be at most
+    # max_header_bytes; its body within body_timeout_s of the headers. A connection idle after a
+    # response is closed after keep_alive_timeout_s (uvicorn's own timeout_keep_alive). Keep that
+    # above the idle timeout of any proxy in front of the server.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    max_header_bytes: int = Field(32_768, ge=1024, le=1 << 24)
+    body_timeout_s: float = Field(5.0, gt=0, le=3600)
+    keep_alive_timeout_s: int = Field(5, ge=1, le=3600)
     # The skill dispatcher (POST /v1/dispatch): on when `skills` names a module:registry; `routing`
     # is merged over the shipped routing file.
     skills: str | None = None

@@ -3,11 +3,16 @@
 A dispatch names its skill, or gives only ``text`` and lets the classifier pick the intent (the
 intent's skill per the routing file's ``intents`` map, else the same name). Errors map to status
 codes once, here: budget 429, not allowlisted 403, invalid parameters 422, unknown approval 404,
-a provider chain or a skill that failed 502.
+a provider chain or a skill that failed 502, a new session past budgets.max_sessions 503, an
+approval whose handler is running 409, pending approvals past their cap 429 (Retry-After).
+
+The dispatch and approve routes run under their own deadline, ``request_timeout_s +
+dispatch_timeout_s``, which the dispatcher keeps (router/dispatch/deadline.py).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,12 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from router.dispatch import Dispatcher, DispatchResult
 from router.errors import (
     ApprovalError,
+    ApprovalRunning,
     BudgetExceeded,
     FallbacksExhausted,
     InvalidParameters,
     ProviderError,
+    SessionsFull,
     SkillFailed,
     SkillNotAllowed,
+    TooManyApprovals,
 )
 from router.service.models import NON_BLANK, DecisionOut, ErrorResponse, decision_payload
 from router.service.service import ClassifierService
@@ -59,13 +67,17 @@ class SessionResponse(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in {
         403: "the skill is not allowlisted", 404: "approval id unknown, expired or used",
-        422: "invalid request or parameters", 429: "a budget would be exceeded; nothing was called",
+        409: "the approval's handler is running now (it is never run twice)",
+        422: "invalid request or parameters",
+        429: "a budget would be exceeded (nothing was called), or too many pending approvals (Retry-After)",
         502: "every model of the chain failed, or the skill failed",
+        503: "max_dispatch_in_flight reached, or budgets.max_sessions live sessions (Retry-After)",
     }.items()
 }
 _STATUS: list[tuple[type[Exception], int]] = [
     (BudgetExceeded, 429), (SkillNotAllowed, 403), (InvalidParameters, 422), (ApprovalError, 404),
-    (SkillFailed, 502), (FallbacksExhausted, 502), (ProviderError, 502),
+    (SkillFailed, 502), (FallbacksExhausted, 502), (ProviderError, 502), (SessionsFull, 503),
+    (ApprovalRunning, 409), (TooManyApprovals, 429),
 ]
 
 
@@ -77,7 +89,16 @@ def _error_body(exc: Exception) -> dict[str, Any]:
         body["errors"] = exc.errors
     elif isinstance(exc, SkillFailed | ProviderError):
         body["reason"] = exc.reason
+    elif isinstance(exc, TooManyApprovals):
+        body.update(limit_name=exc.limit_name, limit=exc.limit)
     return body
+
+
+def _retry_after(exc: Exception) -> dict[str, str] | None:
+    """A refusal that clears by itself (SessionsFull) says when; the client's retry policy reads it."""
+    if isinstance(exc, SessionsFull | TooManyApprovals):
+        return {"Retry-After": str(math.ceil(exc.retry_after))}
+    return None
 
 
 def add_dispatch_routes(app: FastAPI, service: ClassifierService, dispatcher: Dispatcher | None) -> None:
@@ -88,9 +109,22 @@ def add_dispatch_routes(app: FastAPI, service: ClassifierService, dispatcher: Di
     for exc_type, status in _STATUS:
         async def handler(request: Request, exc: Exception, status: int = status) -> Response:
             service.metrics.dispatch.labels(type(exc).__name__).inc()
-            return JSONResponse(_error_body(exc), status_code=status)
+            return JSONResponse(_error_body(exc), status_code=status, headers=_retry_after(exc))
 
         app.add_exception_handler(exc_type, handler)
+
+    # The Guard's deadline for the routes that run a dispatch step: the dispatcher plans each step to
+    # end within dispatch_timeout_s; request_timeout_s covers the rest (classification, the response).
+    limit = service.config.request_timeout_s + d.config.dispatch_timeout_s
+    named = (f"its deadline of {limit:g}s (request_timeout_s={service.config.request_timeout_s:g} + "
+             f"dispatch_timeout_s={d.config.dispatch_timeout_s:g})")
+
+    def deadline_for(path: str) -> tuple[float, str] | None:
+        if path == "/v1/dispatch" or (path.startswith("/v1/approvals/") and path.endswith("/approve")):
+            return limit, named
+        return None
+
+    service.deadline_for = deadline_for
 
     @app.post("/v1/dispatch", response_model=DispatchResponse, responses=_ERRORS)
     async def dispatch(body: DispatchRequest) -> Response:

@@ -16,7 +16,9 @@ class Metrics:
         self.requests = Counter("router_requests", "HTTP requests", ["endpoint", "status"], registry=r)
         self.request_seconds = Histogram("router_request_seconds", "HTTP request latency", ["endpoint"],
                                          buckets=_LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("router_in_flight_requests", "requests being served", registry=r)
+        self.in_flight = Gauge("router_in_flight_requests", "requests being served under max_in_flight", registry=r)
+        self.dispatch_in_flight = Gauge("router_dispatch_in_flight_requests",
+                                        "dispatcher requests being served under max_dispatch_in_flight", registry=r)
         self.decisions = Counter("router_decisions", "Decisions by resolving tier", ["tier"], registry=r)
         self.escalated = Counter("router_escalated", "Decisions tier 1 escalated", registry=r)
         self.out_of_scope = Counter("router_out_of_scope", "Decisions out of scope", registry=r)

@@ -9,6 +9,7 @@ signal is the normal end of a server: ``serve`` returns (exit code 0), with no t
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from router.dispatch import Dispatcher, load_registry, load_routing
 from router.router import Router, built_config, index_folder
 from router.service.app import create_app
 from router.service.config import ServeConfig
+from router.service.connections import guarded_protocol
 from router.service.service import ClassifierService
 
 
@@ -50,14 +52,22 @@ class DrainingServer(uvicorn.Server):
 def build_server(config: ServeConfig, router: Router | None = None,
                  dispatcher: Dispatcher | None = None) -> DrainingServer:
     if dispatcher is None and config.skills:
+        # Refuses (ConfigError, naming both values) a routing file whose dispatch_timeout_s cannot hold a
+        # skill's handler_timeout_s and its models: Dispatcher.check_deadlines, router/dispatch/deadline.py.
         dispatcher = Dispatcher(load_routing(config.routing), load_registry(config.skills))
     if router is None:
         router = Router.load(config.index, index_dir=config.index_dir, encoder=_serving_encoder(config),
                              static=config.static)
     service = ClassifierService(router, config)
     app = create_app(service, dispatcher)
-    uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http="httptools",
+    # httptools with the header timeout and size cap uvicorn lacks (connections.py); the idle
+    # keep-alive timeout is uvicorn's own. No limit_concurrency: it counts idle connections and
+    # would answer the probes 503, which the Guard's per-route caps never do.
+    protocol = guarded_protocol(config.header_timeout_s, config.max_header_bytes,
+                                lambda limit: service.metrics.rejected.labels(limit).inc())
+    uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http=protocol,
                         lifespan="on", access_log=False, log_level="warning",
+                        timeout_keep_alive=config.keep_alive_timeout_s,
                         timeout_graceful_shutdown=config.shutdown_grace_s, backlog=2048)
     return DrainingServer(uv, service, config.drain_delay_s)
 
@@ -73,7 +83,26 @@ def _serving_encoder(config: ServeConfig) -> EncoderConfig | None:
     return built_config(folder).encoder.model_copy(update=update)
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the new soft limit.
+
+    Each connection holds a file descriptor, and a soft limit of 1,024 (still a common default)
+    is spent by a thousand idle clients before their timeouts close them. Go's net/http does the
+    same at start; the hard limit, set by the administrator, still holds.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # e.g. over the kernel's nr_open: keep what we have
+            pass
+    return soft
+
+
 def serve(config: ServeConfig) -> None:
+    raise_open_files_limit()
     server = build_server(config)
     print(f"router: serving index {config.index!r} on http://{config.host}:{config.port} "
           f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}, GET /healthz /readyz /metrics "
