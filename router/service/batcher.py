@@ -88,10 +88,10 @@ class MicroBatcher(Generic[Item, T]):
         """The results of ``items`` in their order: one request, served in jobs shared fairly with others."""
         if not items:
             return []
+        costs = [max(1, self._cost(item)) for item in items]  # before any is queued, should one raise
         flow: _Flow[Item, T] = _Flow(items, asyncio.get_running_loop().create_future())
         tag = self._virtual
-        for index, item in enumerate(items):
-            cost = max(1, self._cost(item))
+        for index, cost in enumerate(costs):
             tag += cost
             heapq.heappush(self._heap, (tag, self._arrivals, cost, flow, index))
             self._arrivals += 1

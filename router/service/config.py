@@ -38,14 +38,15 @@ class ServeConfig(BaseModel):
     max_dispatch_in_flight: int = Field(64, ge=1, le=1_000_000)
     retry_after_s: int = Field(1, ge=1, le=3600)
     # Slow and idle clients: a request's headers must arrive within header_timeout_s (from the
-    # connection opening, or from the first byte of a later request on it) and be at most
+    # connection opening, or from the first byte after a response) and be at most
     # max_header_bytes; its body within body_timeout_s of the headers. A connection idle after a
-    # response is closed after keep_alive_timeout_s (uvicorn's own timeout_keep_alive). Keep that
-    # above the idle timeout of any proxy in front of the server.
+    # response is closed after keep_alive_timeout_s (uvicorn's own timeout_keep_alive). That one
+    # stays above the idle timeout of the clients and proxies in front (httpx 5 s, AWS ALB 60 s):
+    # a server that closes first can cut a request already on its way, and the client sees a reset.
     header_timeout_s: float = Field(10.0, gt=0, le=3600)
     max_header_bytes: int = Field(32_768, ge=1024, le=1 << 24)
     body_timeout_s: float = Field(5.0, gt=0, le=3600)
-    keep_alive_timeout_s: int = Field(5, ge=1, le=3600)
+    keep_alive_timeout_s: int = Field(75, ge=1, le=3600)
     # The skill dispatcher (POST /v1/dispatch): on when `skills` names a module:registry; `routing`
     # is merged over the shipped routing file.
     skills: str | None = None

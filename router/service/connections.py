@@ -7,7 +7,9 @@ on the size of the headers. Here the headers of every request must arrive within
 ``header_timeout_s``, counted from the connection opening or from the first byte after a
 response, and be at most ``max_header_bytes``. Past either limit the client gets 408 or 431 with
 ``connection: close`` (a connection on which nothing was sent is just closed), and the connection
-goes. The body has its own timeout in the Guard (guard.py): only the app knows when it reads it.
+goes. Every timeout, uvicorn's keep-alive one included, acts only after one more read of the
+sockets, so that a request already waiting is served, not cut. The body has its own timeout in
+the Guard (guard.py): only the app knows when it reads it.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._stop_clock()
-        # Headers that came in one read were not counted above: their parsed size is exact.
+        # Whatever the reads, complete headers are measured here, exactly (the count of reads in
+        # data_received is for headers that do not end).
         if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) <= self.max_header_bytes:
             super().on_headers_complete()
             return

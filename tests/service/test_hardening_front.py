@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.testing import FakeOpenAI, ServeProcess
+from tests.service.conftest import Running
 
 KEY = "front-door-key"
 AUTH = {"Authorization": f"bearer {KEY}"}  # lower case: the scheme is case-insensitive
@@ -75,10 +77,19 @@ def read_to_close(sock: socket.socket) -> bytes:
     return data
 
 
+def readable(socks: list[socket.socket], timeout_s: float) -> bool:
+    """Whether any socket has data or an end of file. poll, not select: select() refuses descriptors
+    past 1023, which a process holding a thousand idle connections has."""
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
+
+
 def trickle_until_answered(sock: socket.socket, byte: bytes = b"a") -> None:
     """Send one byte every 0.2 s (each would reset a plain idle timer) until the server answers."""
     deadline = time.monotonic() + 30
-    while not select.select([sock], [], [], 0.2)[0]:
+    while not readable([sock], 0.2):
         assert time.monotonic() < deadline, "the server never answered the trickling client"
         sock.sendall(byte)
 
@@ -202,7 +213,7 @@ def test_a_thousand_idle_connections_do_not_stop_new_requests(front: ServeProces
                 assert c.get("/healthz").status_code == 200
                 assert c.post("/v1/classify", json={"text": f"set an alarm for {i} am"}).status_code == 200
         # They were all still open (header_timeout_s=120 here): nothing to read, not even an end of file.
-        assert select.select(idle, [], [], 0)[0] == []
+        assert not readable(idle, 0)
     finally:
         for sock in idle:
             sock.close()
@@ -315,3 +326,56 @@ def test_headers_over_max_header_bytes_get_431(short: ServeProcess, size: int) -
     assert answer.endswith(b'{"detail":"request headers are over max_header_bytes=8192"}')
     r = httpx.get(f"{short.url}/healthz", headers={"x-big": "a" * 4000}, timeout=30)
     assert r.status_code == 200
+
+
+# -- a late event loop does not cut a request already waiting -----------------------------------------
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a content-length (b"" if the server closed the connection instead)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := sock.recv(65536)):
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@contextmanager
+def loop_held(running: Running, seconds: float) -> Iterator[None]:
+    """Hold the server's event loop for ``seconds`` in a socket-reading callback (where it parses
+    requests), as a long step there would; the block runs once the loop is held."""
+    loop = running.server.servers[0].get_loop()
+    held = threading.Event()
+    reader, writer = socket.socketpair()
+
+    def hold() -> None:
+        loop.remove_reader(reader)
+        held.set()
+        time.sleep(seconds)
+
+    with reader, writer:
+        loop.call_soon_threadsafe(loop.add_reader, reader, hold)
+        writer.send(b"x")
+        assert held.wait(10)
+        yield
+
+
+def test_a_late_loop_still_serves_requests_waiting_on_idle_connections(start_server: Callable[..., Running]) -> None:
+    # While the loop is held, a request arrives on each connection and both timeouts come due. The
+    # loop runs due timers before it reads the sockets again: the requests must be read first.
+    server = start_server(keep_alive_timeout_s=1, header_timeout_s=1)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as kept, \
+            socket.create_connection(("127.0.0.1", port), timeout=30) as fresh:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert read_response(kept).startswith(b"HTTP/1.1 200")  # its keep-alive timer (1 s) is running
+        wait_for(lambda: len(server.server.server_state.connections) == 2, "both connections accepted")
+        with loop_held(server, 1.5):  # the fresh one's header clock (1 s) started when it was accepted
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            fresh.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert read_response(kept).startswith(b"HTTP/1.1 200")
+            assert read_response(fresh).startswith(b"HTTP/1.1 200")
