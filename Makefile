@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-llm index run demo test test-slow test-llm test-package bench compare lint clean
+.PHONY: install install-llm install-train index run demo test test-slow test-llm test-train test-package bench compare lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,13 @@ $(VENV)/.installed-llm: $(STAMP)
 	touch $@
 
 install-llm: $(VENV)/.installed-llm
+
+# Fine-tuning (optional): torch 2.13.0 CPU and transformers. Serving a tuned index needs neither.
+$(VENV)/.installed-train: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench,train]'
+	touch $@
+
+install-train: $(VENV)/.installed-train
 
 indexes/default/manifest.json: $(STAMP)
 	$(BIN)/router build
@@ -47,6 +54,9 @@ test-slow: $(STAMP)
 
 test-llm: install-llm
 	$(BIN)/pytest -q -m llm
+
+test-train: install-train
+	$(BIN)/pytest -q -m train
 
 # The wheel in a fresh venv, used from an empty folder (README "Install with pip").
 test-package: $(STAMP)

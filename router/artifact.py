@@ -47,6 +47,7 @@ from router.intents import IntentSet
 from router.llm.config import LLMGate
 from router.rules import IntentRules
 from router.static.model import STATIC_FILE, StaticManifest, StaticModel
+from router.train.record import FinetuneRecord
 from router.vectors import VectorIndex, load_index
 
 # 2: the static tier (static.npz and the manifest's ``static`` record).
@@ -92,6 +93,8 @@ class IndexManifest(BaseModel):
     llm_gate: LLMGate | None = None
     # Tier 1a; None when the index was built with the static tier off.
     static: StaticManifest | None = None
+    # A fine-tuned encoder (router/train/): its graph is a file of the index; None for a shipped encoder.
+    finetune: FinetuneRecord | None = None
     # Every other file of the index, by name: filled in by ``IndexArtifact.write``, checked by ``open_index``.
     files: dict[str, FileRecord] = {}
     # sha256 of this manifest's canonical JSON without this field (``manifest_digest``): set by ``write_manifest``.
@@ -120,6 +123,7 @@ class IndexArtifact:
     vectors: VectorIndex  # the same rows, searchable
     rules: list[IntentRules]
     static: StaticModel | None = None  # loaded only when served with the static tier on
+    tuned_onnx: Path | None = None  # a fine-tuned encoder's graph, copied in as ``manifest.finetune.onnx_file``
 
     def save(self, folder: Path) -> None:
         """Write a new generation of the index and swap it in under ``folder`` (see ``publish``)."""
@@ -146,6 +150,8 @@ class IndexArtifact:
         (target / "rules.json").write_text(json.dumps(rules, indent=1))
         if self.static is not None:
             self.static.save(target)
+        if self.tuned_onnx is not None and self.manifest.finetune is not None:
+            shutil.copyfile(self.tuned_onnx, target / self.manifest.finetune.onnx_file)
         _reached("written")
         self.manifest = write_manifest(target, self.manifest.model_copy(update={"files": _listing(target)}))
         _reached("sealed")
@@ -254,7 +260,7 @@ def _records(folder: Path, names: list[str]) -> list[FileRecord]:
 def index_files(manifest: IndexManifest, static: bool = True) -> list[str]:
     """The files ``load_artifact`` reads (``static``: the static table too, when the index has one)."""
     names = ["config.json", "intents.json", "head.npz", "examples.npz", _vector_file(manifest.vector_index),
-             "rules.json"]
+             "rules.json"] + ([manifest.finetune.onnx_file] if manifest.finetune is not None else [])
     return names + [STATIC_FILE] if static and manifest.static is not None else names
 
 
@@ -299,10 +305,17 @@ def open_index(folder: Path, static: bool = True) -> tuple[Path, IndexManifest]:
     return root, manifest
 
 
-def check_fresh(manifest: IndexManifest, encoder_id: str, intents: IntentSet | None, folder: Path) -> None:
-    """Refuse an index built for another encoder or another intent set, saying what differs."""
+def check_fresh(manifest: IndexManifest, encoder_id: str, intents: IntentSet | None, folder: Path,
+                tuned: FinetuneRecord | None = None) -> None:
+    """Refuse an index built for another encoder or another intent set, saying what differs.
+    A fine-tuned index (``tuned``) records the encoder its config named; it serves its own graph."""
     rebuild = f"rebuild it with: router build --name {manifest.name} (with the same config)"
-    if manifest.encoder_id != encoder_id:
+    if tuned is not None and tuned.configured_encoder_id != encoder_id:
+        raise StaleIndexError(
+            f"index {folder} was fine-tuned from a build configured with encoder {tuned.configured_encoder_id!r} "
+            f"(tuned: {manifest.encoder_id!r}), but the configured encoder is {encoder_id!r}; {rebuild}"
+        )
+    if tuned is None and manifest.encoder_id != encoder_id:
         raise StaleIndexError(
             f"index {folder} was built with encoder {manifest.encoder_id!r}, but the configured encoder is "
             f"{encoder_id!r}; {rebuild}"
@@ -350,7 +363,8 @@ def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, st
     if unknown:
         raise IndexError_(f"{broken}: rules.json has rules for intents not in intents.json: {unknown}; {rebuild}")
     if (len(examples) != manifest.n_examples or examples.shape[1] != manifest.dimension
-            or head.weights.shape != (manifest.dimension, len(labels)) or len(offsets) != len(labels) + 1):
+            or head.weights.shape != (manifest.dimension, len(labels) + head.reject)
+            or head.n_classes != len(labels) or len(offsets) != len(labels) + 1):
         raise IndexError_(f"{broken}: examples.npz or head.npz disagrees with the manifest's n_examples "
                           f"{manifest.n_examples} and dimension {manifest.dimension}; {rebuild}")
     vectors = load_index(manifest.vector_index, folder / _vector_file(manifest.vector_index), vector_options or {})

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,12 +24,13 @@ from router.artifact import (
 )
 from router.calibration import Calibration, fit_calibration, unfitted_calibration
 from router.config import RouterConfig
-from router.encoders import Encoder, TokenEncoder, build_encoder, token_encoder
+from router.encoders import Encoder, TokenEncoder, build_encoder, encoder_identity, token_encoder
 from router.errors import ConfigError
 from router.head import LinearHead, train_head
 from router.heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
 from router.intents import (
     OOS,
+    IntentSet,
     Labelled,
     only,
     training_pairs,
@@ -43,6 +44,9 @@ from router.sources import resolve_sources
 from router.static.fit import HeldoutIds, StaticFit, StaticFitter, check_static_dim
 from router.static.model import HeldoutFigures, StaticManifest
 from router.vectors import choose_kind, new_index
+
+if TYPE_CHECKING:
+    from router.train import Tuned
 
 # Texts per tick of the "encode examples" bar (rounded down to whole encoder batches).
 ENCODE_CHUNK = 1024
@@ -119,6 +123,14 @@ class Builder:
         sources = resolve_sources(self.config)
         intents = sources.intents
         pairs = training_pairs(intents)
+        val = sources.validation
+        tuned: Tuned | None = None
+        if self.config.finetune is not None:
+            t = time.perf_counter()
+            tuned = self._finetune(pairs, intents, val)
+            # Without a validation split the held-out slice plays its part: never trained on, never indexed.
+            pairs, val = tuned.data.train, tuned.data.heldout
+            seconds["finetune"] = time.perf_counter() - t
         tok = self._token_encoder()
 
         t = time.perf_counter()
@@ -130,15 +142,17 @@ class Builder:
         in_vectors, oos_vectors = vectors[in_scope], vectors[~in_scope]
 
         t = time.perf_counter()
-        with self.progress.stage("fit head", total=self.config.head.epochs, unit="epoch") as bar:
-            head = self._train(in_vectors, classes, len(names), bar)
+        if tuned is not None:  # the head trained with the encoder is the one served
+            head = LinearHead(tuned.head_weights, tuned.head_bias, reject=tuned.head_weights.shape[1] > len(names))
+        else:
+            with self.progress.stage("fit head", total=self.config.head.epochs, unit="epoch") as bar:
+                head = self._train(in_vectors, classes, len(names), bar)
         seconds["head"] = time.perf_counter() - t
         examples, offsets = group_by_class(in_vectors, classes, len(names))
 
         t = time.perf_counter()
         c = self.config.calibration
         smallest = int(np.bincount(classes, minlength=len(names)).min())
-        val = sources.validation
         folds = min(c.folds, max(smallest, 2))
         static_fit: StaticFit | None = None
         alone: Calibration | None = None
@@ -159,8 +173,10 @@ class Builder:
                 # Out-of-scope training examples are never trained on when there is a validation split
                 # (the heads and the index hold in-scope examples only), so they join the held-out set:
                 # CLINC150's validation split has only 100 out-of-scope queries to fit the leak on.
-                oos_rows = np.flatnonzero(~in_scope)
-                validation = (np.vstack([val_vectors, oos_vectors]),
+                # A fine-tuned encoder has seen them (unless finetune.oos is 'ignore'): then they stay out.
+                seen = tuned is not None and tuned.record.config.oos != "ignore"
+                oos_rows = np.flatnonzero(~in_scope)[:0 if seen else None]
+                validation = (np.vstack([val_vectors, vectors[oos_rows]]),
                               np.concatenate([truth, np.full(len(oos_rows), -1)]))
                 val_ids = list(val_ids) + [ids[i] for i in oos_rows] if ids else val_ids
             with self.progress.stage("calibrate", total=None if validation is not None else folds,
@@ -175,7 +191,7 @@ class Builder:
             if tok is not None:
                 t = time.perf_counter()
                 in_ids = [ids[i] for i in np.flatnonzero(in_scope)]
-                oos_ids = [ids[i] for i in np.flatnonzero(~in_scope)]
+                oos_ids = [ids[i] for i in np.flatnonzero(~in_scope)]  # only the static head's negatives
                 data = HeldoutIds(in_ids, classes, len(names), oos_ids,
                                   None if validation is None else (val_ids, validation[1]), folds)
                 fitter = StaticFitter(self.config.static, c, self.config.head, self.config.encoder.models_dir,
@@ -196,7 +212,7 @@ class Builder:
         mined: list[MinedRule] = []
         if self.config.rules.mine:
             with self.progress.stage("mine rules"):
-                mined = self._mine(pairs, sources.validation)
+                mined = self._mine(pairs, val)
         rules = [IntentRules(i.name, i.patterns, i.keywords) for i in intents.intents]
         for rule in mined:
             rules.append(IntentRules(rule.intent, (), (rule.keyword,)))
@@ -219,10 +235,12 @@ class Builder:
             calibration=calibration,
             mined_rules=[MinedRuleRecord(**vars(r)) for r in mined],
             static=None if static_fit is None or alone is None else _static_record(static_fit, calibration, alone),
+            finetune=None if tuned is None else tuned.record,
         )
         folder = folder if folder is not None else indexes_dir() / self.config.name
         artifact = IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
-                                 None if static_fit is None else static_fit.model)
+                                 None if static_fit is None else static_fit.model,
+                                 None if tuned is None else tuned.onnx)
         # A new generation beside the served one; the name moves over to it only once it is complete,
         # tier-2 gate included (see router.artifact.publish).
         staged = new_generation(folder)
@@ -230,9 +248,9 @@ class Builder:
             with self.progress.stage("write index"):
                 manifest = artifact.write(staged)
             llm = self.config.llm
-            if llm is not None and llm.gate == "auto" and sources.validation is not None:
+            if llm is not None and llm.gate == "auto" and val is not None:
                 t = time.perf_counter()
-                gate = measure_gate(staged, llm, sources.validation, self.progress)
+                gate = measure_gate(staged, llm, val, self.progress)
                 manifest = write_manifest(staged, manifest.model_copy(update={"llm_gate": gate}))
                 seconds["llm_gate"] = time.perf_counter() - t
         except BaseException:
@@ -240,6 +258,14 @@ class Builder:
             raise
         publish(staged, folder)
         return BuildReport(folder, manifest, seconds)
+
+    def _finetune(self, pairs: Labelled, intents: IntentSet, val: Labelled | None) -> Tuned:
+        from router.train import tune_encoder
+
+        names = [i.name for i in intents.intents if i.examples]
+        tuned = tune_encoder(self.config, pairs, names, val, encoder_identity(self.config.encoder), self.progress)
+        self.encoder = tuned.encoder
+        return tuned
 
     def _joint(self, evidence: Evidence, static_fit: StaticFit, alone: Calibration) -> Calibration:
         """Tier 1b's threshold fitted on what reaches it: the queries the static tier accepts count in

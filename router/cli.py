@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from router.config import EncoderConfig, RouterConfig, format_validation, load_config
+from router.config import EncoderConfig, FinetuneConfig, RouterConfig, format_validation, load_config
 from router.errors import ConfigError, MissingDependency, RouterError
 from router.service.config import ServeConfig
 
@@ -37,6 +37,11 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
         data["static"]["enabled"] = args.static == "on"
     if getattr(args, "llm", None):
         data["llm"] = _llm_from_args(args, data.get("llm"))
+    tuning = {"epochs": args.epochs, "oos": args.finetune_oos, "seed": args.seed}
+    if args.finetune or any(v is not None for v in tuning.values()):
+        if not args.finetune and data.get("finetune") is None:
+            raise ConfigError("--epochs, --seed and --finetune-oos set fine-tuning options: add --finetune")
+        data["finetune"] = {**(data.get("finetune") or {}), **{k: v for k, v in tuning.items() if v is not None}}
     try:
         return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
     except ValidationError as exc:
@@ -82,6 +87,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                    help=f"encoder threads at query time (default {EncoderConfig.model_fields['threads'].default})")
     p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0")
     p.add_argument("--static", choices=["on", "off"], help="tier 1a, the static token table (default on)")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune the encoder on the intents first (needs the [train] extra; see README)")
+    p.add_argument("--epochs", type=int,
+                   help=f"fine-tuning epochs (default {FinetuneConfig.model_fields['epochs'].default})")
+    p.add_argument("--seed", type=int, help=f"fine-tuning seed (default {FinetuneConfig.model_fields['seed'].default})")
+    p.add_argument("--finetune-oos", choices=["class", "negatives", "ignore"],
+                   help=f"fine-tuning: the out-of-scope examples as an extra class, as negatives, or left out "
+                        f"(default {FinetuneConfig.model_fields['oos'].default})")
     _add_index_dir(p)
     _add_llm_args(p)
 
@@ -112,6 +125,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         "calibration": cal.model_dump(),
         "static": m.static.model_dump() if m.static else None,
         "llm_gate": m.llm_gate.model_dump() if m.llm_gate else None,
+        "finetune": m.finetune.model_dump() if m.finetune else None,
     }, indent=2))
     if m.static is not None:
         e2e, alone = m.static.end_to_end, m.static.transformer_only

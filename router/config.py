@@ -89,6 +89,43 @@ class RulesConfig(_Strict):
     match_timeout_ms: float = Field(20.0, gt=0, le=60_000)
 
 
+class FinetuneConfig(_Strict):
+    """``router build --finetune``: tune the encoder itself on the intents (the ``[train]`` extra).
+
+    The tuned encoder is served as ONNX from the index folder, without torch (router/train/).
+    """
+
+    # Base weights: a manifest with safetensors weights (``export_config``). None: the configured
+    # encoder's model when it has them, else minilm-l6-fp32 (the int8 default has no trainable weights).
+    base: str | None = None
+    epochs: int = Field(3, gt=0, le=1000)
+    lr: float = Field(5e-5, gt=0, le=1.0)
+    head_lr: float = Field(2e-2, gt=0, le=10.0)
+    batch_size: int = Field(32, gt=0, le=4096)
+    max_length: int = Field(48, ge=8, le=512)
+    seed: int = Field(0, ge=0)
+    # ``cosine``: a normalised-softmax head (scale ``scale``) over the intents; ``linear``: plain softmax.
+    loss: Literal["cosine", "linear"] = "cosine"
+    scale: float = Field(20.0, gt=0, le=100.0)
+    # The out-of-scope training examples: an extra class of the tuned head, pushed towards a flat
+    # distribution over the intents (``negatives``), or left out.
+    oos: Literal["class", "negatives", "ignore"] = "negatives"
+    # Stop after this many epochs without a better validation accuracy (0: run every epoch); the
+    # best epoch's weights are kept either way.
+    early_stopping: int = Field(1, ge=0, le=1000)
+    # Without a validation split, this stratified share of each intent's examples is held out (never
+    # trained on, never in the index) for early stopping and the thresholds.
+    holdout: float = Field(0.1, gt=0.0, lt=0.5)
+    # Keep the word-embedding table as the base has it: a quarter less time per step (its Adam
+    # update touches 11.7M weights), and no measurable loss of accuracy on CLINC150.
+    freeze_embeddings: bool = True
+    # Also keep the lowest this many transformer layers as the base has them: their backward pass is
+    # skipped, about a ninth of a step's time each on MiniLM-L6.
+    freeze_layers: int = Field(0, ge=0, le=48)
+    # Training threads; None: one per core.
+    threads: int | None = Field(None, ge=1, le=256)
+
+
 class LimitsConfig(_Strict):
     max_text_chars: int = Field(2000, ge=1, le=1_000_000)
     max_batch: int = Field(256, ge=1, le=100_000)
@@ -110,6 +147,8 @@ class RouterConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     # Tier 2; None keeps escalated queries escalated (the caller decides).
     llm: LLMConfig | None = None
+    # Fine-tune the encoder on the intents at build time; None serves the encoder as shipped.
+    finetune: FinetuneConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> RouterConfig:

@@ -120,6 +120,9 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
                 "mined_rules": len(m.mined_rules),
                 "calibration": m.calibration.model_dump(),
                 "static": m.static.model_dump() if m.static else None,
+                # Training and export wall time of this build (0 when a finished run was reused).
+                "finetune_seconds": None if m.finetune is None else (0.0 if m.finetune.cached else m.finetune.seconds),
+                "finetune": m.finetune.model_dump() if m.finetune else None,
             }
         )
         return result

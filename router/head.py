@@ -16,27 +16,31 @@ import numpy as np
 
 @dataclass
 class LinearHead:
-    weights: np.ndarray  # (dimension, n_classes) float32
-    bias: np.ndarray  # (n_classes,) float32
+    weights: np.ndarray  # (dimension, n_classes [+ 1]) float32
+    bias: np.ndarray  # (n_classes [+ 1],) float32
+    # The last column is an out-of-scope class (a fine-tuned head trained with one): it takes its share
+    # of the softmax, so an out-of-scope query's intents get less probability, and is never returned.
+    reject: bool = False
 
     @property
     def n_classes(self) -> int:
-        return int(self.bias.shape[0])
+        return int(self.bias.shape[0]) - int(self.reject)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         logits = vectors @ self.weights + self.bias
         logits -= logits.max(axis=-1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=-1, keepdims=True)
-        return logits  # type: ignore[no-any-return]
+        return logits[..., :-1] if self.reject else logits  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> None:
-        np.savez(path, weights=self.weights, bias=self.bias)
+        np.savez(path, weights=self.weights, bias=self.bias, reject=np.array(self.reject))
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
         with np.load(path) as data:
-            return cls(np.ascontiguousarray(data["weights"]), np.ascontiguousarray(data["bias"]))
+            reject = bool(data["reject"]) if "reject" in data.files else False
+            return cls(np.ascontiguousarray(data["weights"]), np.ascontiguousarray(data["bias"]), reject)
 
 
 def train_head(

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from router.artifact import IndexArtifact, check_fresh, load_artifact, open_index
+from router.artifact import IndexArtifact, check_fresh, load_artifact, open_index, read_manifest
 from router.config import EncoderConfig, LimitsConfig, RouterConfig, load_config
 from router.decision import Decision
-from router.encoders import Encoder, build_encoder, encoder_identity
+from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder_identity
 from router.errors import ConfigError, IndexError_
 from router.intents import IntentSet
 from router.llm.config import LLMConfig
@@ -17,6 +17,7 @@ from router.llm.gate import gate_status
 from router.paths import indexes_dir
 from router.sources import resolve_sources
 from router.tiers import TierContext, build_chain
+from router.train import check_tuned
 from router.validation import check_batch, check_text
 
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ class Router:
         folder, manifest = open_index(index_folder(index, index_dir), static=static is not False)
         built = built_config(folder)
         enc_config = encoder or built.encoder
-        check_fresh(manifest, encoder_identity(enc_config), intents, folder)
+        tuned = manifest.finetune
+        # A fine-tuned index serves its own graph; the configured encoder must be the one it was built with.
+        check_fresh(manifest, encoder_identity(enc_config), intents, folder, tuned)
         if static and manifest.static is None:
             raise ConfigError(f"static=True, but index {folder} was built without the static tier; "
                               f"rebuild it with static.enabled: true (router build --static on)")
@@ -105,7 +108,9 @@ class Router:
 
             escalator = Escalator(llm_config, artifact.intents, llm_clients)
             escalator.enabled, escalator.status = gate_status(llm_config, manifest.llm_gate)
-        return cls(artifact, build_encoder(enc_config), limits, top_k, escalator)
+        served = (build_encoder(enc_config) if tuned is None else
+                  build_tuned_encoder(enc_config, folder / tuned.onnx_file, tuned.base_model, manifest.encoder_id))
+        return cls(artifact, served, limits, top_k, escalator)
 
     @classmethod
     def from_config(cls, path: str | Path, index_dir: str | Path | None = None, static: bool | None = None) -> Router:
@@ -114,7 +119,9 @@ class Router:
         folder = indexes_dir(index_dir) / config.name
         if not (folder / "manifest.json").is_file():
             raise IndexError_(f"no index at {folder} for config {path}; build it with: router build --config {path}")
-        return cls.load(folder, encoder=config.encoder, intents=resolve_sources(config).intents,
+        sources = resolve_sources(config)
+        check_tuned(read_manifest(folder).finetune, config, sources.intents, sources.validation, folder)
+        return cls.load(folder, encoder=config.encoder, intents=sources.intents,
                         limits=config.limits, top_k=config.top_k, llm=config.llm or "off",
                         static=static if static is not None else (None if config.static.enabled else False))
 

@@ -20,9 +20,10 @@ def _csv(value: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for report.md, results.json, queries.jsonl.gz and the PNGs")
     p.add_argument("--datasets", type=_csv, help="comma-separated (default: clinc150,banking77)")
-    p.add_argument("--methods", type=_csv, help="comma-separated, of: tiers01, tiers01-static-off, tiers01-http, "
-                                                "tier2, semantic-router, semantic-router-fitted, llm-every-turn "
-                                                "(default: all)")
+    p.add_argument("--methods", type=_csv, help="comma-separated, of: tiers01, tiers01-finetuned, tiers01-static-off, "
+                                                "tiers01-http, tier2, semantic-router, semantic-router-fitted, "
+                                                "llm-every-turn (default: all; tiers01-finetuned is skipped, with a "
+                                                "note, without the [train] extra)")
     p.add_argument("--limit", type=int, dest="test_limit", help="test queries per dataset (default: all)")
     p.add_argument("--tier2-sample", type=int, help="test queries for tiers 0-1 + tier 2 (default 1000)")
     p.add_argument("--every-turn-sample", type=int, help="test queries for the LLM every turn (default 40)")
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-model", help="its model (default smollm2-135m-q4)")
     p.add_argument("--llm-url", help="base URL, for openai_compatible / vllm")
     p.add_argument("--llm-timeout", type=float, help="per-call timeout in seconds (default 60)")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="fine-tuning epochs of the tiers01-finetuned row (default 3; other settings: the "
+                        "finetune defaults)")
     p.add_argument("--mine-rules", action="store_true", help="mine keyword rules for tier 0 when building")
     p.add_argument("--vcpu-hour-usd", type=float, help="price of one vCPU-hour for the cost model (default 0.05)")
     p.add_argument("--price-model", help="price-table model a remote LLM call is billed as (default gpt-5.4-nano)")
@@ -51,7 +55,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 
     data: dict[str, Any] = {"out": Path(args.out), "command": shlex.join(["router", *getattr(args, "argv", [])])}
     for key in ("datasets", "methods", "test_limit", "tier2_sample", "every_turn_sample", "max_intents",
-                "train_per_intent", "vcpu_hour_usd", "price_model", "seed"):
+                "train_per_intent", "finetune_epochs", "vcpu_hour_usd", "price_model", "seed"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.mine_rules:

@@ -32,8 +32,9 @@ DEFINITIONS = """\
 - **LLM calls /100**: calls to the LLM per 100 queries.
 - **build**: what a user waits for before the first query: for tiered-router encoding the
   examples, training the head and fitting thresholds (and for tier 2 loading and warming the
-  model); for semantic-router constructing the `IndexedRouter` (it encodes every utterance) and
-  `fit`; for the LLM every turn loading the model and processing its prompt prefix once."""
+  model; for the fine-tuned row, fine-tuning the encoder and exporting it to ONNX first); for
+  semantic-router constructing the `IndexedRouter` (it encodes every utterance) and `fit`; for the
+  LLM every turn loading the model and processing its prompt prefix once."""
 
 
 def _pct(x: float | None) -> str:
@@ -62,8 +63,13 @@ def _row(run: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _skipped_row(skip: dict[str, Any]) -> str:
+    return "| " + " | ".join([skip["method"], "skipped (see the note below)", *["—"] * 10]) + " |"
+
+
 def results_table(dataset: dict[str, Any]) -> str:
-    return "\n".join([TABLE_HEAD, *(_row(r) for r in dataset["runs"])])
+    skipped = dataset.get("skipped", [])  # absent from runs written before rows could be skipped
+    return "\n".join([TABLE_HEAD, *(_row(r) for r in dataset["runs"]), *(_skipped_row(s) for s in skipped)])
 
 
 def _tier_line(run: dict[str, Any]) -> str:
@@ -74,7 +80,8 @@ def _tier_line(run: dict[str, Any]) -> str:
 
 def _paired_lines(dataset: dict[str, Any]) -> list[str]:
     runs = {r["method"]: r for r in dataset["runs"]}
-    lines = [_tier_line(r) for r in dataset["runs"] if r["key"] in ("tiers01", "tiers01-static-off", "tier2")]
+    lines = [_tier_line(r) for r in dataset["runs"]
+             if r["key"] in ("tiers01", "tiers01-finetuned", "tiers01-static-off", "tier2")]
     for p in dataset["paired"]:
         ref, own = p["reference"], runs[p["method"]]["summary"]
         lines.append(f"- On the same {p['n']:,} queries as *{p['method']}*, tiers 0-1 scored accuracy "
@@ -159,6 +166,8 @@ def render(results: dict[str, Any]) -> str:
         for run in dataset["runs"]:
             if run["notes"]:
                 lines.append(f"- *{run['method']}*: " + "; ".join(run["notes"]) + ".")
+        for skip in dataset.get("skipped", []):
+            lines.append(f"- *{skip['method']}*: skipped, not run: {skip['reason'].rstrip('.')}.")
         lines.append("")
     lines += ["## Definitions", "", DEFINITIONS, "", "## Cost model", "",
               f"Modelled per 1,000 queries: {results['cost_model']}. The vCPU price is an assumption "

@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from router.bench.cost import CostModel
 from router.bench.data import BenchData, load_bench_data
-from router.bench.methods import METHODS, Method, MethodContext
+from router.bench.methods import METHODS, OPTIONAL, Method, MethodContext
 from router.bench.metrics import Record, coverage_curve, operating_point, summarize
 from router.bench.scaling import run_scaling
 from router.config import EncoderConfig, VectorIndexConfig
 from router.datasets import DATASETS
-from router.errors import ConfigError
+from router.errors import ConfigError, MissingDependency
 from router.llm.config import LLMBackendConfig, LLMConfig
 from router.progress import QUIET, Progress, make_progress
 
@@ -51,6 +51,8 @@ class CompareConfig(BaseModel):
     encoder: EncoderConfig = EncoderConfig(threads=1, cache_size=0)
     llm: LLMBackendConfig = DEFAULT_LLM
     mine_rules: bool = False
+    # The fine-tuned row (tiers01-finetuned): its epochs; everything else is FinetuneConfig's defaults.
+    finetune_epochs: int = Field(3, ge=1, le=1000)
     vcpu_hour_usd: float = Field(0.05, ge=0)
     price_model: str = "gpt-5.4-nano"
     scaling_sizes: list[int] = Field(default_factory=lambda: [1_000, 4_096, 10_000, 100_000, 1_000_000])
@@ -152,12 +154,19 @@ def run_compare(config: CompareConfig, progress: Callable[[str], None] | Progres
         for name in config.datasets:
             data = load_bench_data(name, max_intents=config.max_intents, train_per_intent=config.train_per_intent,
                                    test_limit=config.test_limit, seed=config.seed)
-            ctx = MethodContext(data, config.encoder, llm, scratch / name, config.mine_rules)
-            runs = []
+            ctx = MethodContext(data, config.encoder, llm, scratch / name, config.mine_rules,
+                                finetune_epochs=config.finetune_epochs)
+            runs, skipped = [], []
             for key in config.methods:
                 method = METHODS[key](ctx, config.sample_for(key))
                 try:
                     run = run_method(method, data, say)
+                except MissingDependency as exc:
+                    if key not in OPTIONAL:
+                        raise
+                    skipped.append({"key": key, "method": method.name, "reason": str(exc)})
+                    _say(say, f"{name}: {method.name}: skipped, {exc}")
+                    continue
                 finally:
                     method.close()
                 run["key"] = key
@@ -167,7 +176,8 @@ def run_compare(config: CompareConfig, progress: Callable[[str], None] | Progres
             paired = [p for r in runs if reference is not None and r is not reference
                       and (p := _paired(reference, r)) is not None]
             results["datasets"][name] = {"n_test": len(data.test), "n_intents": len(data.intents),
-                                         "n_train": len(data.train), "runs": runs, "paired": paired}
+                                         "n_train": len(data.train), "runs": runs, "paired": paired,
+                                         "skipped": skipped}
         if config.scaling_sizes:
             results["scaling"] = run_scaling(config.scaling_sizes, VectorIndexConfig(), say)
     finally:
@@ -177,6 +187,13 @@ def run_compare(config: CompareConfig, progress: Callable[[str], None] | Progres
 
     write_report(results, config.out)
     return results
+
+
+def _say(progress: Callable[[str], None] | Progress, text: str) -> None:
+    if isinstance(progress, Progress):
+        progress.line(text)
+    else:
+        progress(text)
 
 
 def check_llm_installed(config: CompareConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from router.config import EncoderConfig
 from router.encoders.base import Encoder, TokenEncoder
@@ -61,6 +62,20 @@ def build_encoder(config: EncoderConfig) -> Encoder:
     return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
 
 
+def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, encoder_id: str) -> Encoder:
+    """A fine-tuned encoder served from ``graph`` (an index's ONNX file) with ``base_model``'s tokenizer;
+    ``config`` gives the serving settings (threads, batch, cache). onnxruntime only: no torch."""
+    if config.backend != "onnx":
+        raise ConfigError(f"a fine-tuned index is served by encoder.backend 'onnx'; got {config.backend!r}")
+    from router.encoders.onnx import OnnxEncoder
+    from router.model_store import resolve
+
+    manifest = load_manifest(base_model, config.models_dir)
+    encoder: Encoder = OnnxEncoder(manifest, graph, resolve(manifest.tokenizer), threads=config.threads,
+                                   batch_size=config.batch_size, encoder_id=encoder_id)
+    return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
+
+
 def token_encoder(encoder: Encoder) -> TokenEncoder | None:
     """The tokenizer-exposing encoder behind ``encoder`` (through its cache), or None."""
     inner = encoder.inner if isinstance(encoder, CachedEncoder) else encoder
@@ -72,4 +87,4 @@ def encoder_identity(config: EncoderConfig) -> str:
 
 
 __all__ = ["ENCODERS", "CachedEncoder", "Encoder", "EncoderBackend", "TokenEncoder", "build_encoder",
-           "encoder_identity", "token_encoder"]
+           "build_tuned_encoder", "encoder_identity", "token_encoder"]

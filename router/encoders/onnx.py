@@ -43,13 +43,16 @@ class OnnxEncoder:
         tokenizer_path: Path,
         threads: int = 1,
         batch_size: int = 64,
+        encoder_id: str | None = None,
     ) -> None:
+        """``encoder_id`` names a graph that is not the manifest's own weights (a fine-tuned one)."""
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             raise ModelError(f"the onnx encoder needs onnxruntime and tokenizers: {exc}") from exc
         self._manifest = manifest
+        self._encoder_id = encoder_id or manifest.encoder_id
         self.batch_size = batch_size
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=manifest.max_length)
@@ -69,7 +72,7 @@ class OnnxEncoder:
 
     @property
     def encoder_id(self) -> str:
-        return self._manifest.encoder_id
+        return self._encoder_id
 
     @property
     def dimension(self) -> int:

@@ -1,7 +1,9 @@
 """`router bench compare` end to end on a small slice, so the comparison cannot rot.
 
 The slice: 6 intents, 15 training rows each, 80 test queries per dataset; tier 2 and the LLM
-every turn on the in-memory LLM backend (the real llama.cpp run is in test_compare_llm.py).
+every turn on the in-memory LLM backend (the real llama.cpp run is in test_compare_llm.py). The
+fine-tuned row runs as if the [train] extra were missing, whether or not torch is installed: it is
+skipped with a note, and no test here fine-tunes.
 """
 
 from __future__ import annotations
@@ -14,18 +16,29 @@ from typing import Any
 import pytest
 
 from router.cli import main
+from router.errors import MissingDependency
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The rows that run; "tiers01-finetuned" is skipped (see the fixture).
 ALL_METHODS = ["tiers01", "tiers01-static-off", "tiers01-http", "tier2", "semantic-router", "semantic-router-fitted",
                "llm-every-turn"]
+
+
+NO_TORCH = "router build --finetune needs torch and transformers (torch is missing): pip install 'tiered-router[train]'"
+
+
+def no_torch() -> None:
+    raise MissingDependency(NO_TORCH)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], int]:
     out = tmp_path_factory.mktemp("report")
-    code = main(["bench", "compare", "--out", str(out), "--max-intents", "6", "--train-per-intent", "15",
-                 "--limit", "80", "--tier2-sample", "40", "--every-turn-sample", "10", "--llm", "memory",
-                 "--scaling-sizes", "300,1200"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("router.train.loop.import_torch", no_torch)
+        code = main(["bench", "compare", "--out", str(out), "--max-intents", "6", "--train-per-intent", "15",
+                     "--limit", "80", "--tier2-sample", "40", "--every-turn-sample", "10", "--llm", "memory",
+                     "--scaling-sizes", "300,1200"])
     return out, json.loads((out / "results.json").read_text()), code
 
 
@@ -64,6 +77,20 @@ def test_every_method_ran_on_its_sample_and_every_query_is_recorded(report: tupl
             assert sum(q["dataset"] == dataset and q["method"] == key for q in queries) == n
         # The sampled methods are compared with tiers 0-1 on exactly their queries.
         assert {p["n"] for p in results["datasets"][dataset]["paired"]} == {40, 10}
+
+
+def test_without_the_train_extra_the_fine_tuned_row_is_skipped_with_a_note(
+        report: tuple[Path, dict[str, Any], int]) -> None:
+    out, results, code = report
+    assert code == 0  # the rest of the comparison ran
+    text = (out / "report.md").read_text()
+    for dataset in ("clinc150", "banking77"):
+        assert results["datasets"][dataset]["skipped"] == [
+            {"key": "tiers01-finetuned", "method": "tiered-router, tiers 0-1, fine-tuned", "reason": NO_TORCH}]
+        assert "tiers01-finetuned" not in _runs(results, dataset)
+    assert text.count("| tiered-router, tiers 0-1, fine-tuned | skipped (see the note below) |") == 2
+    assert text.count(f"- *tiered-router, tiers 0-1, fine-tuned*: skipped, not run: {NO_TORCH}.") == 2
+    assert not any(q["method"] == "tiers01-finetuned" for q in _queries(out))
 
 
 def test_the_summary_agrees_with_the_recorded_queries(report: tuple[Path, dict[str, Any], int]) -> None:
@@ -151,6 +178,7 @@ def test_scaling_covers_both_index_kinds_at_every_size(report: tuple[Path, dict[
     (["--scaling-sizes", "5"], "at least 10 vectors"),
     (["--llm-timeout", "2"], "llm.timeout_s=2.0"),
     (["--limit", "0"], "test_limit"),
+    (["--finetune-epochs", "0"], "finetune_epochs"),
     (["--llm", "memory", "--price-model", "gpt-9"], "--price-model='gpt-9' is not in the price table"),
 ])
 def test_bad_arguments_name_the_field_and_value(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from router.bench.data import load_bench_data
-from router.bench.methods import METHODS, MethodContext
+from router.bench.methods import METHODS, OPTIONAL, MethodContext, tiered
 from router.bench.methods.semantic import _encoder_class
-from router.bench.methods.tiered import Tiered, outcome_of
+from router.bench.methods.tiered import FineTuned, Tiered, outcome_of
 from router.bench.plots import TIER_COLOURS, TIER_ORDER
-from router.config import EncoderConfig
+from router.bench.runner import CompareConfig, run_compare
+from router.builder import BuildReport
+from router.config import EncoderConfig, FinetuneConfig, RouterConfig
 from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_RULES, TIER_STATIC, Candidate, Decision
 from router.encoders import build_encoder
+from router.errors import MissingDependency
 from router.llm.config import LLMBackendConfig, LLMConfig
+from router.train.record import FinetuneRecord
 
 ENCODER = EncoderConfig(threads=1, cache_size=0)
 
@@ -120,3 +125,111 @@ def test_every_registered_method_has_a_name_and_notes(tmp_path: Path, key: str) 
     method = METHODS[key](context(tmp_path), 7)
     assert method.name and method.sample == 7 and isinstance(method.notes, list)
     method.close()
+
+
+# -- the fine-tuned row: registered, skipped without the [train] extra; no test here fine-tunes ----------------
+
+FINETUNED = "tiers01-finetuned"
+NO_TORCH = "router build --finetune needs torch and transformers (torch is missing): pip install 'tiered-router[train]'"
+
+
+def _no_torch() -> None:
+    raise MissingDependency(NO_TORCH)
+
+
+class _NoBuild:
+    """Stands in for the Builder: records the config it was given, builds nothing."""
+
+    configs: list[RouterConfig] = []
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.configs.append(config)
+
+    def build(self, folder: Path) -> BuildReport:
+        raise AssertionError("no build in this test")
+
+
+def test_the_fine_tuned_row_is_registered_optional_and_in_the_default_run(tmp_path: Path) -> None:
+    assert FINETUNED in METHODS and FINETUNED in OPTIONAL
+    assert OPTIONAL <= set(METHODS)
+    assert FINETUNED in CompareConfig(out=tmp_path).methods
+    method = METHODS[FINETUNED](context(tmp_path), None)
+    assert isinstance(method, FineTuned) and method.name == "tiered-router, tiers 0-1, fine-tuned"
+    method.close()
+
+
+def test_without_torch_the_fine_tuned_build_names_the_install_command_and_builds_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router.train.loop.import_torch", _no_torch)
+    monkeypatch.setattr(tiered, "Builder", _NoBuild)
+    _NoBuild.configs = []
+    ctx = context(tmp_path)
+    method = METHODS[FINETUNED](ctx, None)
+    with pytest.raises(MissingDependency, match=r"pip install 'tiered-router\[train\]'"):
+        method.build()
+    method.close()
+    assert _NoBuild.configs == [] and ctx.shared == {}
+
+
+def test_the_fine_tuned_row_builds_the_tiers01_config_with_finetune_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router.train.loop.import_torch", lambda: None)
+    monkeypatch.setattr(tiered, "Builder", _NoBuild)
+    _NoBuild.configs = []
+    ctx = context(tmp_path)
+    ctx.finetune_epochs = 2
+    with pytest.raises(AssertionError, match="no build in this test"):
+        METHODS[FINETUNED](ctx, None).build()
+    (config,) = _NoBuild.configs
+    assert config.finetune == FinetuneConfig(epochs=2)
+    assert config.model_copy(update={"finetune": None}) == tiered.bench_config(ctx)
+
+
+def _record(cached: bool) -> FinetuneRecord:
+    return FinetuneRecord(
+        base_model="minilm-l6-fp32", base_encoder_id="minilm-l6-fp32@abc", base_weights_sha256="a" * 64,
+        configured_encoder_id="minilm-l6-int8@def", tuned_weights_sha256="b" * 64, config=FinetuneConfig(epochs=3),
+        data_sha256="c" * 64, heldout="validation", n_train=100, n_heldout=20, best_epoch=2,
+        heldout_accuracy=[0.9, 0.95], epoch_seconds=[100.0, 110.0], loss=[1.0, 0.5],
+        seconds=1.5 if cached else 215.0, cached=cached)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_fine_tuned_build_time_includes_the_fine_tune_and_the_notes_say_how_it_went(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
+    monkeypatch.setattr("router.train.loop.import_torch", lambda: None)
+    loaded: list[Path] = []
+    monkeypatch.setattr(tiered.Router, "load", lambda folder, **_: loaded.append(folder))
+    ctx = context(tmp_path)
+    manifest = SimpleNamespace(build_seconds=250.0, finetune=_record(cached))
+    ctx.shared["tiered_index_finetuned"] = BuildReport(tmp_path / "index", manifest)  # type: ignore[arg-type]
+    method = METHODS[FINETUNED](ctx, None)
+    seconds = method.build()
+    assert loaded == [tmp_path / "index"]
+    # A cached run's build is short: the training time it saved is added back, as a fresh machine waits for it.
+    assert seconds == pytest.approx(250.0 + (210.0 if cached else 0.0), abs=1.0)
+    notes = "; ".join(method.notes)
+    assert "2 of 3 epoch(s) run: 100 s, 110 s; best epoch 2, held-out accuracy 0.9500" in notes
+    assert "held out: the validation split, never trained on" in notes
+    assert ("reused from the model cache" in notes) == cached
+    assert "served torch-free" in notes
+
+
+def _only_finetuned(out: Path) -> CompareConfig:
+    return CompareConfig(out=out, datasets=["clinc150"], methods=[FINETUNED], max_intents=3, train_per_intent=8,
+                         test_limit=20, scaling_sizes=[], llm=LLMBackendConfig(backend="memory"))
+
+
+def test_the_runner_skips_only_optional_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router.train.loop.import_torch", _no_torch)
+    monkeypatch.setattr("router.bench.report.write_plots", lambda results, folder: None)  # no rows to plot
+    lines: list[str] = []
+    results = run_compare(_only_finetuned(tmp_path / "a"), lines.append)
+    assert results["datasets"]["clinc150"]["runs"] == []
+    assert results["datasets"]["clinc150"]["skipped"][0]["reason"] == NO_TORCH
+    assert any("fine-tuned: skipped" in line for line in lines)
+    assert "skipped, not run: router build --finetune needs torch" in (tmp_path / "a" / "report.md").read_text()
+    # A method not marked optional still fails the run with its MissingDependency.
+    monkeypatch.setattr("router.bench.runner.OPTIONAL", set())
+    with pytest.raises(MissingDependency, match="tiered-router"):
+        run_compare(_only_finetuned(tmp_path / "b"), lines.append)

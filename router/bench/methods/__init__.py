@@ -1,7 +1,7 @@
 """The compared methods behind one Protocol, in a registry keyed by the name the CLI takes.
 
-Each module imports its heavy or optional dependency (semantic-router, an LLM backend) only
-when the method is built.
+Each module imports its heavy or optional dependency (semantic-router, an LLM backend, torch)
+only when the method is built.
 """
 
 from router.bench.methods import every_turn, http, semantic, tiered
@@ -9,6 +9,7 @@ from router.bench.methods.base import Method, MethodContext, MethodFactory, Outc
 
 METHODS: dict[str, MethodFactory] = {
     "tiers01": tiered.tiers01,
+    "tiers01-finetuned": tiered.tiers01_finetuned,
     "tiers01-static-off": tiered.tiers01_static_off,
     "tiers01-http": http.over_http,
     "tier2": tiered.with_tier2,
@@ -17,4 +18,8 @@ METHODS: dict[str, MethodFactory] = {
     "llm-every-turn": every_turn.every_turn,
 }
 
-__all__ = ["METHODS", "Method", "MethodContext", "MethodFactory", "Outcome"]
+# Methods whose extra may be missing: a ``MissingDependency`` from their build skips the row, with its
+# message as the report's note, instead of failing the whole comparison.
+OPTIONAL = {"tiers01-finetuned"}
+
+__all__ = ["METHODS", "OPTIONAL", "Method", "MethodContext", "MethodFactory", "Outcome"]

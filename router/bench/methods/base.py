@@ -40,6 +40,8 @@ class MethodContext:
     llm: LLMConfig
     scratch: Path
     mine_rules: bool = False
+    # The fine-tuned row's epochs (``--finetune-epochs``); its other settings are FinetuneConfig's defaults.
+    finetune_epochs: int = 3
     shared: dict[str, object] = field(default_factory=dict)
 
 
