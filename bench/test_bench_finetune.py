@@ -4,6 +4,8 @@ Run with `make bench` after building a fine-tuned CLINC150 index (the [train] ex
 
     router build --dataset clinc150 --name clinc150-ft --finetune
 
+(or name another tuned index with ``ROUTER_BENCH_TUNED_INDEX``).
+
 Each benchmark is one transformer pass of one query, one thread, no query cache, on the tuned graph
 (the index's encoder.onnx), the frozen fp32 graph exported from the same base weights, and the int8
 default; the three run in one session so their ratio is what the report shows. Skipped without a
@@ -12,6 +14,7 @@ tuned index: building one here would take minutes.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -24,7 +27,7 @@ from router.paths import indexes_dir
 
 from .conftest import QUERY, TRANSFORMER_QUERY
 
-TUNED_INDEX = "clinc150-ft"
+TUNED_INDEX = os.environ.get("ROUTER_BENCH_TUNED_INDEX", "clinc150-ft")
 ENCODER = EncoderConfig(threads=1, cache_size=0)
 
 

@@ -120,8 +120,10 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
                 "mined_rules": len(m.mined_rules),
                 "calibration": m.calibration.model_dump(),
                 "static": m.static.model_dump() if m.static else None,
-                # Training and export wall time of this build (0 when a finished run was reused).
-                "finetune_seconds": None if m.finetune is None else (0.0 if m.finetune.cached else m.finetune.seconds),
+                # Training and export wall time; a reused run reports the training time it recorded.
+                "finetune_seconds": None if m.finetune is None else (
+                    round(sum(m.finetune.epoch_seconds), 2) if m.finetune.cached else m.finetune.seconds),
+                "finetune_cached": None if m.finetune is None else m.finetune.cached,
                 "finetune": m.finetune.model_dump() if m.finetune else None,
             }
         )

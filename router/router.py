@@ -109,7 +109,8 @@ class Router:
             escalator = Escalator(llm_config, artifact.intents, llm_clients)
             escalator.enabled, escalator.status = gate_status(llm_config, manifest.llm_gate)
         served = (build_encoder(enc_config) if tuned is None else
-                  build_tuned_encoder(enc_config, folder / tuned.onnx_file, tuned.base_model, manifest.encoder_id))
+                  build_tuned_encoder(enc_config, folder / tuned.onnx_file, tuned.base_model, manifest.encoder_id,
+                                      tuned.tokenizer_sha256))
         return cls(artifact, served, limits, top_k, escalator)
 
     @classmethod

@@ -62,15 +62,21 @@ def build_encoder(config: EncoderConfig) -> Encoder:
     return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
 
 
-def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, encoder_id: str) -> Encoder:
-    """A fine-tuned encoder served from ``graph`` (an index's ONNX file) with ``base_model``'s tokenizer;
-    ``config`` gives the serving settings (threads, batch, cache). onnxruntime only: no torch."""
+def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, encoder_id: str,
+                        tokenizer_sha256: str) -> Encoder:
+    """A fine-tuned encoder served from ``graph`` (an index's ONNX file) with ``base_model``'s tokenizer,
+    which must be the one it was trained with; ``config`` gives the serving settings (threads, batch,
+    cache). onnxruntime only: no torch."""
     if config.backend != "onnx":
         raise ConfigError(f"a fine-tuned index is served by encoder.backend 'onnx'; got {config.backend!r}")
     from router.encoders.onnx import OnnxEncoder
+    from router.errors import StaleIndexError
     from router.model_store import resolve
 
     manifest = load_manifest(base_model, config.models_dir)
+    if manifest.tokenizer.sha256 != tokenizer_sha256:
+        raise StaleIndexError(f"{graph} was tuned with tokenizer sha256 {tokenizer_sha256[:16]}, but model "
+                              f"{base_model!r} now names tokenizer {manifest.tokenizer.sha256[:16]}; rebuild the index")
     encoder: Encoder = OnnxEncoder(manifest, graph, resolve(manifest.tokenizer), threads=config.threads,
                                    batch_size=config.batch_size, encoder_id=encoder_id)
     return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from router.config import RouterConfig
-from router.encoders.export import export_bert_onnx
+from router.encoders.export import EXPORTER_VERSION, export_bert_onnx
 from router.encoders.onnx import OnnxEncoder
 from router.errors import ConfigError, StaleIndexError
 from router.intents import IntentSet, Labelled, training_pairs
@@ -65,8 +64,9 @@ def base_manifest(config: RouterConfig) -> ModelManifest:
 def _run_key(base: ModelManifest, config: RouterConfig, data: TrainingSet) -> str:
     assert config.finetune is not None
     # Threads are in the key: the float sums of 1 and 2 threads differ, and so do the weights.
-    key = {"base": base.weights.sha256, "finetune": finetune_key(config.finetune), "data": data.digest(),
-           "threads": config.finetune.threads or _cores(), "trainer": 2}
+    key = {"base": base.weights.sha256, "tokenizer": base.tokenizer.sha256, "finetune": finetune_key(config.finetune),
+           "data": data.digest(), "threads": config.finetune.threads or _cores(), "trainer": 2,
+           "exporter": EXPORTER_VERSION}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -95,6 +95,7 @@ def tune_encoder(config: RouterConfig, pairs: Labelled, names: list[str], valida
                           batch_size=enc.batch_size, encoder_id=encoder_id)
     record = FinetuneRecord(
         base_model=base.name, base_encoder_id=base.encoder_id, base_weights_sha256=base.weights.sha256,
+        tokenizer_sha256=base.tokenizer.sha256,
         configured_encoder_id=configured_encoder_id, tuned_weights_sha256=tuned_sha, config=ft,
         data_sha256=data.digest(), heldout="slice" if data.held_out_slice else "validation",
         n_train=len(data.train), n_heldout=len(data.heldout), best_epoch=run.best_epoch,
@@ -140,8 +141,4 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def copy_onnx(tuned: Tuned, folder: Path) -> None:
-    shutil.copyfile(tuned.onnx, folder / tuned.record.onnx_file)
-
-
-__all__ = ["DEFAULT_BASE", "Tuned", "base_manifest", "check_tuned", "copy_onnx", "tune_encoder"]
+__all__ = ["DEFAULT_BASE", "Tuned", "base_manifest", "check_tuned", "tune_encoder"]

@@ -65,6 +65,9 @@ def training_set(pairs: Labelled, names: list[str], validation: Labelled | None,
         folds = max(2, round(1 / config.holdout))
         fold = stratified_folds(np.array(pairs.labels), folds, seed=config.seed)
         train, heldout, cut = only(pairs, list(fold != 0)), only(pairs, list(fold == 0)), True
+    if not any(lab != OOS for lab in heldout.labels):
+        raise ConfigError("finetune needs in-scope held-out queries for early stopping and the thresholds; the "
+                          "validation split has none of the intents' labels")
     n_train = sum(lab != OOS for lab in train.labels)
     if config.batch_size > n_train:
         raise ConfigError(f"finetune.batch_size={config.batch_size} is larger than the {n_train} in-scope "

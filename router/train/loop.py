@@ -30,6 +30,7 @@ EVAL_BATCH = 128
 
 def import_torch() -> Any:
     try:
+        import onnx  # noqa: F401  # the export after training: missing it must not cost a whole run
         import torch
         import transformers  # noqa: F401
     except ImportError as exc:
@@ -157,7 +158,7 @@ class Trainer:
                 loss = self._loss(self._logits(self._embed(ids, mask)), torch.from_numpy(self.classes[rows]))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 1.0)
                 self.optimizer.step()
                 self.scheduler.step()
                 total += float(loss.detach()) * len(rows)
@@ -207,6 +208,22 @@ class Trainer:
         self.progress.line(f"fine-tune: resuming after epoch {done[-1]} from {self.workdir}")
         return done[-1], state["history"], int(state["best"])
 
+    def _restore_best(self, best: int) -> None:
+        """Rewrite best.* from the best epoch's checkpoint (a crash came between the two writes)."""
+        path = self.workdir / f"epoch-{best + 1}.pt"
+        current = {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                   "head": self.head.detach().clone(), "bias": self.bias.detach().clone()}
+        state = self.torch.load(path, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        with self.torch.no_grad():
+            self.head.copy_(state["head"])
+            self.bias.copy_(state["bias"])
+        self._keep_best()
+        self.model.load_state_dict(current["model"])
+        with self.torch.no_grad():
+            self.head.copy_(current["head"])
+            self.bias.copy_(current["bias"])
+
     def _keep_best(self) -> None:
         from safetensors.torch import save_file
 
@@ -214,7 +231,9 @@ class Trainer:
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
         os.replace(tmp, self.workdir / "best.safetensors")
         weights, bias = self._served_head()
-        np.savez(self.workdir / "best-head.npz", weights=weights, bias=bias)
+        with open(self.workdir / "best-head.npz.tmp", "wb") as fh:
+            np.savez(fh, weights=weights, bias=bias)
+        os.replace(self.workdir / "best-head.npz.tmp", self.workdir / "best-head.npz")
 
     def _served_head(self) -> tuple[np.ndarray, np.ndarray]:
         """The head as router.head.LinearHead serves it: the intents, then the out-of-scope class when it
@@ -231,7 +250,8 @@ class Trainer:
 
     def run(self) -> TunedWeights:
         finished = self.workdir / "done.json"
-        if finished.is_file():  # the same base, config and data trained before: reuse it
+        outputs = [finished, self.workdir / "best.safetensors", self.workdir / "best-head.npz"]
+        if all(p.is_file() for p in outputs):  # the same base, config and data trained before: reuse it
             record = json.loads(finished.read_text())
             with np.load(self.workdir / "best-head.npz") as head:
                 w, b = np.ascontiguousarray(head["weights"]), np.ascontiguousarray(head["bias"])
@@ -241,26 +261,33 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._setup()
         start, history, best = self._resume()
-        for epoch in range(start, self.config.epochs):
+        patience = self.config.early_stopping
+        if start and best >= 0:  # best.* may be from another epoch than the checkpoint says (a crash)
+            self._restore_best(best)
+        stopped = bool(start and patience and start - 1 - best >= patience)
+        for epoch in range(start, self.config.epochs if not stopped else start):
             t = time.perf_counter()
             history["loss"].append(self._epoch(epoch))
             history["accuracy"].append(self._accuracy())
             history["seconds"].append(round(time.perf_counter() - t, 2))
             acc = history["accuracy"]
-            if best < 0 or acc[-1] > acc[best]:
-                best = epoch
-                self._keep_best()
+            improved = best < 0 or acc[-1] > acc[best]
+            best = epoch if improved else best
+            # The checkpoint first: a crash before best.* are both rewritten resumes from it and redoes them.
             self._save(self.workdir / f"epoch-{epoch + 1}.pt", self._state(history, best))
+            if improved:
+                self._keep_best()
             self.progress.line(f"fine-tune epoch {epoch + 1}: loss {history['loss'][-1]:.4f}, held-out accuracy "
                                f"{acc[-1]:.4f}, {history['seconds'][-1]:.0f} s")
-            patience = self.config.early_stopping
             if patience and epoch - best >= patience:
                 self.progress.line(f"fine-tune: stopping early, no better held-out accuracy for {patience} epoch(s)")
                 break
         for stale in self.workdir.glob("epoch-*.pt"):  # the optimizer state is only for resuming
             stale.unlink()
-        finished.write_text(json.dumps({"best_epoch": best + 1, "accuracy": history["accuracy"],
-                                        "seconds": history["seconds"], "loss": history["loss"]}))
+        tmp = finished.with_name("done.json.tmp")
+        tmp.write_text(json.dumps({"best_epoch": best + 1, "accuracy": history["accuracy"],
+                                   "seconds": history["seconds"], "loss": history["loss"]}))
+        os.replace(tmp, finished)  # last: its presence says every output is whole
         with np.load(self.workdir / "best-head.npz") as head:
             w, b = np.ascontiguousarray(head["weights"]), np.ascontiguousarray(head["bias"])
         return TunedWeights(self.workdir / "best.safetensors", w, b, best + 1, history["accuracy"],

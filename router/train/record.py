@@ -17,6 +17,7 @@ class FinetuneRecord(BaseModel):
     base_model: str  # the manifest the weights came from (e.g. minilm-l6-fp32)
     base_encoder_id: str  # its name and weights hash
     base_weights_sha256: str
+    tokenizer_sha256: str  # the base's tokenizer: serving tokenises with it, so it must not change
     configured_encoder_id: str  # the config's encoder at build time: the one a load must be given
     tuned_weights_sha256: str  # the best epoch's safetensors (kept in the model cache)
     onnx_file: str = TUNED_ONNX

@@ -188,6 +188,7 @@ def test_the_fine_tuned_row_builds_the_tiers01_config_with_finetune_set(
 def _record(cached: bool) -> FinetuneRecord:
     return FinetuneRecord(
         base_model="minilm-l6-fp32", base_encoder_id="minilm-l6-fp32@abc", base_weights_sha256="a" * 64,
+        tokenizer_sha256="d" * 64,
         configured_encoder_id="minilm-l6-int8@def", tuned_weights_sha256="b" * 64, config=FinetuneConfig(epochs=3),
         data_sha256="c" * 64, heldout="validation", n_train=100, n_heldout=20, best_epoch=2,
         heldout_accuracy=[0.9, 0.95], epoch_seconds=[100.0, 110.0], loss=[1.0, 0.5],

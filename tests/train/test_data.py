@@ -204,7 +204,8 @@ def _record(config: RouterConfig) -> FinetuneRecord:
     data = training_set(training_pairs(sources.intents), names, sources.validation, config.finetune)
     base = base_manifest(config)
     return FinetuneRecord(base_model=base.name, base_encoder_id=base.encoder_id,
-                          base_weights_sha256=base.weights.sha256, configured_encoder_id="minilm-l6-int8@x",
+                          base_weights_sha256=base.weights.sha256, tokenizer_sha256=base.tokenizer.sha256,
+                          configured_encoder_id="minilm-l6-int8@x",
                           tuned_weights_sha256="ab" * 32, config=config.finetune, data_sha256=data.digest(),
                           heldout="validation", n_train=len(data.train), n_heldout=len(data.heldout), best_epoch=1,
                           heldout_accuracy=[1.0], epoch_seconds=[1.0], loss=[0.1], seconds=1.0, cached=False)
@@ -244,3 +245,13 @@ def test_check_tuned_compares_the_settings_the_base_and_the_data(tmp_path: Path,
     with pytest.raises(StaleIndexError, match=r"fine-tuned on other data \(training and held-out hash [0-9a-f]{12}, "
                                               r"now [0-9a-f]{12}\)"):
         check_tuned(record, config, other.intents, other.validation, tmp_path)
+
+
+def test_a_tuned_graph_is_refused_when_its_tokenizer_changed(tmp_path: Path) -> None:
+    from router.config import EncoderConfig
+    from router.encoders import build_tuned_encoder
+    from router.errors import StaleIndexError
+
+    with pytest.raises(StaleIndexError, match="tokenizer sha256 0000000000000000"):
+        build_tuned_encoder(EncoderConfig(), tmp_path / "encoder.onnx", "minilm-l6-fp32", "minilm-l6-fp32+ft@x",
+                            "0" * 64)
