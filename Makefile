@@ -66,7 +66,8 @@ bench: index
 	$(BIN)/pytest bench -q -s --benchmark-enable --benchmark-columns=min,median,mean,max,ops \
 		--benchmark-sort=name -p no:randomly
 
-# The comparison report in bench/report/ (README "Benchmarks"): about 35 minutes on 2 cores.
+# The comparison report in bench/report/ (README "Benchmarks"): about 35 minutes on 2 cores, plus
+# about 10 minutes a dataset for the fine-tuned row when the [train] extra is installed.
 compare: install-llm
 	$(BIN)/router bench compare --out bench/report
 
@@ -75,4 +76,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) indexes/default indexes/.eval-* models/cache/*.onnx
+	rm -rf $(VENV) indexes/default indexes/.eval-* models/cache/*.onnx models/cache/finetune
