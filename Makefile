@@ -50,7 +50,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m "slow and not train"
 
 test-llm: install-llm
 	$(BIN)/pytest -q -m llm
