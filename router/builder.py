@@ -175,7 +175,7 @@ class Builder:
                 # CLINC150's validation split has only 100 out-of-scope queries to fit the leak on.
                 # A fine-tuned encoder has seen them (unless finetune.oos is 'ignore'): then they stay out.
                 seen = tuned is not None and tuned.record.config.oos != "ignore"
-                oos_rows = np.flatnonzero(~in_scope)[:0 if seen else None]
+                oos_rows = np.zeros(0, dtype=np.int64) if seen else np.flatnonzero(~in_scope)
                 validation = (np.vstack([val_vectors, vectors[oos_rows]]),
                               np.concatenate([truth, np.full(len(oos_rows), -1)]))
                 val_ids = list(val_ids) + [ids[i] for i in oos_rows] if ids else val_ids

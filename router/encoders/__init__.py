@@ -57,9 +57,12 @@ def _backend(config: EncoderConfig) -> EncoderBackend:
         raise ConfigError(f"encoder.backend={config.backend!r} is unknown; known: {sorted(ENCODERS)}") from exc
 
 
-def build_encoder(config: EncoderConfig) -> Encoder:
-    encoder = _backend(config).build(config)
+def _cached(encoder: Encoder, config: EncoderConfig) -> Encoder:
     return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
+
+
+def build_encoder(config: EncoderConfig) -> Encoder:
+    return _cached(_backend(config).build(config), config)
 
 
 def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, encoder_id: str,
@@ -77,9 +80,8 @@ def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, enc
     if manifest.tokenizer.sha256 != tokenizer_sha256:
         raise StaleIndexError(f"{graph} was tuned with tokenizer sha256 {tokenizer_sha256[:16]}, but model "
                               f"{base_model!r} now names tokenizer {manifest.tokenizer.sha256[:16]}; rebuild the index")
-    encoder: Encoder = OnnxEncoder(manifest, graph, resolve(manifest.tokenizer), threads=config.threads,
-                                   batch_size=config.batch_size, encoder_id=encoder_id)
-    return CachedEncoder(encoder, config.cache_size) if config.cache_size else encoder
+    return _cached(OnnxEncoder(manifest, graph, resolve(manifest.tokenizer), threads=config.threads,
+                               batch_size=config.batch_size, encoder_id=encoder_id), config)
 
 
 def token_encoder(encoder: Encoder) -> TokenEncoder | None:

@@ -2,9 +2,9 @@
 
 ``tune_encoder`` trains (router/train/loop.py, torch), keeps the best epoch's weights as
 safetensors in the model cache, exports them to ONNX with the torch-free exporter and returns an
-``OnnxEncoder`` on that graph: the rest of the build (vectors, static table, thresholds) and
-serving use it like any other encoder, and serving needs no torch. Importing this package does not
-import torch.
+encoder on that graph, built as serving builds it (``router.encoders.build_tuned_encoder``): the
+rest of the build (vectors, static table, thresholds) and serving use it like any other encoder,
+and serving needs no torch. Importing this package does not import torch.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from router.config import RouterConfig
+from router.encoders import Encoder, build_tuned_encoder
 from router.encoders.export import EXPORTER_VERSION, export_bert_onnx
-from router.encoders.onnx import OnnxEncoder
 from router.errors import ConfigError, StaleIndexError
 from router.intents import IntentSet, Labelled, training_pairs
 from router.model_store import ModelManifest, file_sha256, load_manifest, resolve
@@ -34,7 +34,7 @@ DEFAULT_BASE = "minilm-l6-fp32"
 
 @dataclass
 class Tuned:
-    encoder: OnnxEncoder
+    encoder: Encoder  # the tuned graph on onnxruntime (router.encoders.onnx.OnnxEncoder, uncached)
     onnx: Path  # the exported graph, copied into the index as ``record.onnx_file``
     head_weights: np.ndarray
     head_bias: np.ndarray
@@ -90,9 +90,9 @@ def tune_encoder(config: RouterConfig, pairs: Labelled, names: list[str], valida
         with progress.stage("export tuned encoder"):
             export_bert_onnx(run.weights, bert_config, onnx)
     encoder_id = tuned_encoder_id(base.name, tuned_sha)
-    enc = config.encoder
-    encoder = OnnxEncoder(base, onnx, resolve(base.tokenizer), threads=enc.build_threads or _cores(),
-                          batch_size=enc.batch_size, encoder_id=encoder_id)
+    # As the Builder encodes: no query cache, one thread per core unless build_threads says otherwise.
+    enc = config.encoder.model_copy(update={"cache_size": 0, "threads": config.encoder.build_threads or _cores()})
+    encoder = build_tuned_encoder(enc, onnx, base.name, encoder_id, base.tokenizer.sha256)
     record = FinetuneRecord(
         base_model=base.name, base_encoder_id=base.encoder_id, base_weights_sha256=base.weights.sha256,
         tokenizer_sha256=base.tokenizer.sha256,

@@ -86,17 +86,21 @@ class Trainer:
                  config: FinetuneConfig, workdir: Path, progress: Progress) -> None:
         self.torch = import_torch()
         self.data, self.config, self.workdir, self.progress = data, config, workdir, progress
-        self.base_weights, self.bert_config = base_weights, bert_config
+        self.base_weights, self.bert_config, self.tokenizer = base_weights, bert_config, tokenizer
+
+    def _tokenize(self) -> None:
+        """Token ids of the training rows and the in-scope held-out queries (only when training)."""
+        data, config = self.data, self.config
         n_in = len(data.names)
         classes = data.classes(data.train)
         keep = classes < n_in if config.oos == "ignore" else np.ones(len(classes), dtype=bool)
-        self.texts = [t for t, k in zip(data.train.texts, keep, strict=True) if k]
         self.classes = classes[keep]
-        self.ids = _ids(tokenizer, self.texts, config.max_length)
+        self.ids = _ids(self.tokenizer, [t for t, k in zip(data.train.texts, keep, strict=True) if k],
+                        config.max_length)
         self.lengths = np.array([len(i) for i in self.ids])
         held = data.classes(data.heldout)
         rows = np.flatnonzero(held < n_in)  # early stopping looks at the in-scope held-out queries
-        self.held_ids = _ids(tokenizer, [data.heldout.texts[i] for i in rows], config.max_length)
+        self.held_ids = _ids(self.tokenizer, [data.heldout.texts[i] for i in rows], config.max_length)
         self.held_classes = held[rows]
         self.n_out = n_in + (1 if config.oos == "class" and (self.classes == n_in).any() else 0)
 
@@ -252,20 +256,17 @@ class Trainer:
         finished = self.workdir / "done.json"
         outputs = [finished, self.workdir / "best.safetensors", self.workdir / "best-head.npz"]
         if all(p.is_file() for p in outputs):  # the same base, config and data trained before: reuse it
-            record = json.loads(finished.read_text())
-            with np.load(self.workdir / "best-head.npz") as head:
-                w, b = np.ascontiguousarray(head["weights"]), np.ascontiguousarray(head["bias"])
-            return TunedWeights(self.workdir / "best.safetensors", w, b, record["best_epoch"], record["accuracy"],
-                                record["seconds"], record["loss"], cached=True)
+            return self._outcome(cached=True)
         self.torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._tokenize()
         self._setup()
         start, history, best = self._resume()
         patience = self.config.early_stopping
         if start and best >= 0:  # best.* may be from another epoch than the checkpoint says (a crash)
             self._restore_best(best)
         stopped = bool(start and patience and start - 1 - best >= patience)
-        for epoch in range(start, self.config.epochs if not stopped else start):
+        for epoch in range(start, start if stopped else self.config.epochs):
             t = time.perf_counter()
             history["loss"].append(self._epoch(epoch))
             history["accuracy"].append(self._accuracy())
@@ -288,7 +289,12 @@ class Trainer:
         tmp.write_text(json.dumps({"best_epoch": best + 1, "accuracy": history["accuracy"],
                                    "seconds": history["seconds"], "loss": history["loss"]}))
         os.replace(tmp, finished)  # last: its presence says every output is whole
+        return self._outcome(cached=False)
+
+    def _outcome(self, cached: bool) -> TunedWeights:
+        """The finished run, as done.json and the best.* files record it."""
+        record = json.loads((self.workdir / "done.json").read_text())
         with np.load(self.workdir / "best-head.npz") as head:
             w, b = np.ascontiguousarray(head["weights"]), np.ascontiguousarray(head["bias"])
-        return TunedWeights(self.workdir / "best.safetensors", w, b, best + 1, history["accuracy"],
-                            history["seconds"], history["loss"])
+        return TunedWeights(self.workdir / "best.safetensors", w, b, record["best_epoch"], record["accuracy"],
+                            record["seconds"], record["loss"], cached=cached)
