@@ -14,7 +14,7 @@ import pytest
 from router import Builder, EncoderConfig, Router, RouterConfig
 from router.artifact import read_manifest
 from router.datasets import load_dataset
-from router.errors import IndexError_
+from router.errors import IndexLoadError
 from router.paths import indexes_dir
 
 # Settled by the static tier on the default index (checked where it is used).
@@ -29,7 +29,7 @@ def _needs_build(folder: Path) -> bool:
     """Missing, unreadable by this version (a format change), or built without the static tier."""
     try:
         return read_manifest(folder).static is None
-    except IndexError_:
+    except IndexLoadError:
         return True
 
 

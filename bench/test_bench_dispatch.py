@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from router.dispatch import Dispatcher, routing_from_dict
+from router.dispatch import Dispatcher, model_routing_from_dict
 from router.dispatch.demo import build_registry
 from router.dispatch.extraction import first_request
 from router.dispatch.providers.openai import OpenAIChat
@@ -39,7 +39,7 @@ def openai() -> Iterator[FakeOpenAI]:
 def dispatcher(openai: FakeOpenAI) -> Iterator[Dispatcher]:
     os.environ["BENCH_OPENAI_KEY"] = KEY
     ref = {"provider": "openai", "model": "gpt-5.4-nano"}
-    config = routing_from_dict({
+    config = model_routing_from_dict({
         "providers": {"openai": {"kind": "openai", "base_url": openai.url, "api_key_env": "BENCH_OPENAI_KEY"}},
         "defaults": {s: ref for s in ("routing", "extraction", "formatting", "diagnostic")},
         "fallbacks": {s: [] for s in ("routing", "extraction", "formatting", "diagnostic")},  # merged per stage

@@ -22,7 +22,7 @@ import pytest
 from router import Encoder, EncoderConfig, Router
 from router.artifact import read_manifest
 from router.encoders import build_encoder
-from router.errors import IndexError_
+from router.errors import IndexLoadError
 from router.paths import indexes_dir
 
 from .conftest import QUERY, TRANSFORMER_QUERY
@@ -36,7 +36,7 @@ def tuned() -> Router:
     folder = indexes_dir() / TUNED_INDEX
     try:
         manifest = read_manifest(folder)
-    except IndexError_:
+    except IndexLoadError:
         pytest.skip(f"no fine-tuned index {folder}: router build --dataset clinc150 --name {TUNED_INDEX} --finetune")
     if manifest.finetune is None:
         pytest.skip(f"index {folder} is not fine-tuned")

@@ -23,7 +23,7 @@ from router.decision import Candidate, Decision
 from router.encoders import ENCODERS, Encoder
 from router.errors import (
     ConfigError,
-    IndexError_,
+    IndexLoadError,
     InputError,
     ModelError,
     RouterError,
@@ -52,7 +52,7 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "HeadConfig",
-    "IndexError_",
+    "IndexLoadError",
     "InputError",
     "Intent",
     "IntentSet",

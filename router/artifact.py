@@ -8,7 +8,7 @@ and example vectors, with the table's encoder id inside and its sha256 in the ma
 
 Verified before it is served: the manifest records the size and sha256 of every other file
 (``files``) and its own sha256 (``manifest_sha256``, so thresholds cannot change silently either).
-``open_index`` refuses a missing, truncated or changed file with an ``IndexError_`` naming it, and
+``open_index`` refuses a missing, truncated or changed file with an ``IndexLoadError`` naming it, and
 ``load_artifact`` checks the stored intents against ``intent_set_hash`` and the labels against them.
 
 On disk ``indexes/<name>`` is a symlink to a generation folder beside it,
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.calibration import Calibration
 from router.config import RouterConfig
-from router.errors import IndexError_, StaleIndexError
+from router.errors import IndexLoadError, StaleIndexError
 from router.head import LinearHead
 from router.intents import IntentSet
 from router.llm.config import LLMGate
@@ -195,7 +195,7 @@ def reseal(folder: Path) -> IndexManifest:
     try:
         manifest = IndexManifest.model_validate_json((root / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        raise IndexError_(f"index {folder}: manifest.json is missing or invalid ({exc})") from exc
+        raise IndexLoadError(f"index {folder}: manifest.json is missing or invalid ({exc})") from exc
     return write_manifest(root, manifest.model_copy(update={"files": _listing(root)}))
 
 
@@ -207,7 +207,7 @@ def read_manifest(folder: Path) -> IndexManifest:
     """The manifest, refused when unreadable, of another format version, or edited after the build."""
     path = folder / MANIFEST
     if not path.is_file():
-        raise IndexError_(
+        raise IndexLoadError(
             f"no index at {folder} (missing manifest.json); build it with: router build --name {folder.name}, "
             "or point at the folder that holds it with --index-dir or $ROUTER_INDEX_DIR"
         )
@@ -215,7 +215,7 @@ def read_manifest(folder: Path) -> IndexManifest:
         text = path.read_text()
         data = json.loads(text)
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise IndexError_(f"index {folder}: manifest.json is not readable JSON ({exc}); "
+        raise IndexLoadError(f"index {folder}: manifest.json is not readable JSON ({exc}); "
                           f"{_rebuild(folder.name)}") from exc
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:  # before the schema: an older manifest lacks the newer fields
@@ -226,10 +226,10 @@ def read_manifest(folder: Path) -> IndexManifest:
     try:
         manifest = IndexManifest.model_validate_json(text)
     except ValidationError as exc:
-        raise IndexError_(f"{path} is not a valid index manifest: {exc}") from exc
+        raise IndexLoadError(f"{path} is not a valid index manifest: {exc}") from exc
     digest = manifest_digest(data)
     if digest != manifest.manifest_sha256:
-        raise IndexError_(
+        raise IndexLoadError(
             f"index {folder}: manifest.json does not match its own sha256 (manifest_sha256 "
             f"{manifest.manifest_sha256[:16] or 'missing'}, content {digest[:16]}): it was edited after the "
             f"build (its thresholds, file records or encoder); {_rebuild(manifest.name)}"
@@ -272,25 +272,25 @@ def verify_files(folder: Path, manifest: IndexManifest, names: list[str]) -> Non
     for name in names:
         record = manifest.files.get(name)
         if record is None:
-            raise IndexError_(f"{broken}: the manifest has no sha256 for {name}, so it cannot be checked; {rebuild}")
+            raise IndexLoadError(f"{broken}: the manifest has no sha256 for {name}, so it cannot be checked; {rebuild}")
         try:
             size = (folder / name).stat().st_size
         except FileNotFoundError:
-            raise IndexError_(f"{broken}: {name} is missing (the manifest records {record.size:,} bytes); "
+            raise IndexLoadError(f"{broken}: {name} is missing (the manifest records {record.size:,} bytes); "
                               f"{rebuild}") from None
         except OSError as exc:
-            raise IndexError_(f"{broken}: {name} is unreadable ({exc}); {rebuild}") from exc
+            raise IndexLoadError(f"{broken}: {name} is unreadable ({exc}); {rebuild}") from exc
         if size != record.size:
-            raise IndexError_(f"{broken}: {name} has {size:,} bytes, the manifest records {record.size:,} "
+            raise IndexLoadError(f"{broken}: {name} has {size:,} bytes, the manifest records {record.size:,} "
                               f"({'truncated' if size < record.size else 'grown'} since the build); {rebuild}")
     try:
         found = _records(folder, names)
     except OSError as exc:
-        raise IndexError_(f"{broken}: {exc}; {rebuild}") from exc
+        raise IndexLoadError(f"{broken}: {exc}; {rebuild}") from exc
     for name, record in zip(names, found, strict=True):
         expected = manifest.files[name].sha256
         if record.sha256 != expected:
-            raise IndexError_(f"{broken}: {name} does not match the sha256 in its manifest (file "
+            raise IndexLoadError(f"{broken}: {name} does not match the sha256 in its manifest (file "
                               f"{record.sha256[:16]}, manifest {expected[:16]}): it changed after the build; "
                               f"{rebuild}")
 
@@ -349,27 +349,27 @@ def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, st
         rules = [IntentRules(r["intent"], tuple(r["patterns"]), tuple(r["keywords"]))
                  for r in json.loads((folder / "rules.json").read_text())]
     except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
-        raise IndexError_(f"{broken} ({exc}); {rebuild}") from exc
+        raise IndexLoadError(f"{broken} ({exc}); {rebuild}") from exc
     # The files match their hashes; these check that they also agree with each other and the manifest.
     stored = intents.content_hash()
     if stored != manifest.intent_set_hash:
-        raise IndexError_(f"{broken}: intents.json holds an intent set with hash {stored[:12]}, the manifest's "
+        raise IndexLoadError(f"{broken}: intents.json holds an intent set with hash {stored[:12]}, the manifest's "
                           f"intent_set_hash is {manifest.intent_set_hash[:12]}; {rebuild}")
     labels = [i.name for i in intents.intents if i.examples]
     if head_intents != labels:
-        raise IndexError_(f"{broken}: the labels of examples.npz ({len(head_intents)}) are not the intents with "
+        raise IndexLoadError(f"{broken}: the labels of examples.npz ({len(head_intents)}) are not the intents with "
                           f"examples in intents.json ({len(labels)}); {rebuild}")
     unknown = sorted({r.intent for r in rules} - set(intents.names))
     if unknown:
-        raise IndexError_(f"{broken}: rules.json has rules for intents not in intents.json: {unknown}; {rebuild}")
+        raise IndexLoadError(f"{broken}: rules.json has rules for intents not in intents.json: {unknown}; {rebuild}")
     if (len(examples) != manifest.n_examples or examples.shape[1] != manifest.dimension
             or head.weights.shape != (manifest.dimension, len(labels) + head.reject)
             or head.n_classes != len(labels) or len(offsets) != len(labels) + 1):
-        raise IndexError_(f"{broken}: examples.npz or head.npz disagrees with the manifest's n_examples "
+        raise IndexLoadError(f"{broken}: examples.npz or head.npz disagrees with the manifest's n_examples "
                           f"{manifest.n_examples} and dimension {manifest.dimension}; {rebuild}")
     vectors = load_index(manifest.vector_index, folder / _vector_file(manifest.vector_index), vector_options or {})
     if len(vectors) != len(examples):
-        raise IndexError_(f"{broken}: {_vector_file(manifest.vector_index)} holds {len(vectors)} vectors, "
+        raise IndexLoadError(f"{broken}: {_vector_file(manifest.vector_index)} holds {len(vectors)} vectors, "
                           f"examples.npz {len(examples)}; {rebuild}")
     static_model = None
     if static and manifest.static is not None:

@@ -202,8 +202,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                 "pip install 'tiered-router[server]'") from exc
 
     keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms",
-            "batch_max", "batch_max_tokens", "max_in_flight", "request_timeout_s", "api_key_env", "skills", "routing",
-            "max_dispatch_in_flight", "header_timeout_s", "max_header_bytes", "body_timeout_s", "keep_alive_timeout_s")
+            "batch_max", "batch_max_tokens", "max_in_flight", "request_timeout_s", "api_key_env", "skills",
+            "model_routing", "max_dispatch_in_flight",
+            "header_timeout_s", "max_header_bytes", "body_timeout_s", "keep_alive_timeout_s")
     options: dict[str, Any] = {k: getattr(args, k) for k in keys}
     if args.static is not None:
         options["static"] = args.static == "on"
@@ -216,10 +217,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _dispatch_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from router.dispatch import load_registry, load_routing
+    from router.dispatch import load_model_routing, load_registry
     from router.dispatch.evaluate import load_golden
 
-    return load_routing(args.routing), load_registry(args.skills), load_golden(args.golden)
+    return load_model_routing(args.model_routing), load_registry(args.skills), load_golden(args.golden)
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -240,7 +241,7 @@ def cmd_eval_skills(args: argparse.Namespace) -> int:
     for ref in refs:
         if ref.provider not in config.providers or ref.model not in config.prices:
             raise ConfigError(f"--models: {ref.key!r} needs a provider in `providers` and a price in `prices` of "
-                              "the routing file")
+                              "the model-routing file")
     with Dispatcher(config, skills) as dispatcher:
         report = asyncio.run(eval_skills(dispatcher, cases, refs, args.tolerance))
     if args.json:
@@ -382,13 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>' (default: no auth)")
     p.add_argument("--skills", help="module:registry of skills; turns on POST /v1/dispatch "
                                     "(e.g. router.dispatch.demo:registry)")
-    p.add_argument("--routing", help="routing file for the dispatcher, merged over the shipped one")
+    p.add_argument("--model-routing", help="model-routing file for the dispatcher, merged over the shipped one")
     p.set_defaults(func=cmd_serve)
 
     def dispatch_args(p: argparse.ArgumentParser) -> None:
         from router.dispatch.config import SHIPPED
 
-        p.add_argument("--routing", help=f"routing file merged over the shipped one ({SHIPPED.name})")
+        p.add_argument("--model-routing", help=f"model-routing file merged over the shipped one ({SHIPPED.name})")
         p.add_argument("--skills", default="router.dispatch.demo:registry", help="module:registry of the skills")
         p.add_argument("--golden", default=str(SHIPPED.with_name("demo_golden.jsonl")),
                        help="JSONL of {skill, text, params}")

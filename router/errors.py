@@ -10,7 +10,7 @@ boundary so callers catch one family::
     ├── InputError             a query the router refuses (empty, not a string, too long,
     │                          batch too large); also a ValueError
     ├── ModelError             model package missing, file hash mismatch, export failure
-    ├── IndexError_            no index where one was expected, unreadable files
+    ├── IndexLoadError            no index where one was expected, unreadable files
     │   └── StaleIndexError    manifest disagrees with the configured encoder or intents
     ├── ProviderError          a model backend (tier-2 LLM, premium provider) failed one call
     │   ├── ProviderTimeout    no answer within the per-call timeout              (retryable)
@@ -59,7 +59,7 @@ from router.redact import redact
 __all__ = [
     "ConfigError",
     "MissingDependency",
-    "IndexError_",
+    "IndexLoadError",
     "InputError",
     "ModelError",
     "ProviderError",
@@ -110,11 +110,11 @@ class ModelError(RouterError):
     """An encoder model is missing, corrupt or cannot be loaded."""
 
 
-class IndexError_(RouterError):  # noqa: N801 - trailing underscore avoids shadowing builtin
+class IndexLoadError(RouterError):  # noqa: N801 - trailing underscore avoids shadowing builtin
     """A built index is missing or unreadable."""
 
 
-class StaleIndexError(IndexError_):
+class StaleIndexError(IndexLoadError):
     """A built index does not match the configured encoder or intent set."""
 
 

@@ -10,7 +10,7 @@ from router.artifact import IndexArtifact, check_fresh, load_artifact, open_inde
 from router.config import EncoderConfig, LimitsConfig, RouterConfig, load_config
 from router.decision import Decision
 from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder_identity
-from router.errors import ConfigError, IndexError_
+from router.errors import ConfigError, IndexLoadError
 from router.intents import IntentSet
 from router.llm.config import LLMConfig
 from router.llm.gate import gate_status
@@ -31,15 +31,15 @@ def index_folder(index: str | Path, index_dir: str | Path | None = None) -> Path
 
 
 def built_config(folder: Path) -> RouterConfig:
-    """The config an index was built with (its ``config.json``); ``IndexError_`` when missing or invalid."""
+    """The config an index was built with (its ``config.json``); ``IndexLoadError`` when missing or invalid."""
     path = folder / "config.json"
     try:
         return RouterConfig.model_validate_json(path.read_text())
     except FileNotFoundError:
-        raise IndexError_(f"index {folder} is incomplete or corrupt: config.json is missing; rebuild it with: "
+        raise IndexLoadError(f"index {folder} is incomplete or corrupt: config.json is missing; rebuild it with: "
                           f"router build --name {folder.name}") from None
     except (OSError, ValueError) as exc:  # a pydantic ValidationError (bad JSON too) is a ValueError
-        raise IndexError_(f"index {folder} is incomplete or corrupt: config.json is not a valid config ({exc}); "
+        raise IndexLoadError(f"index {folder} is incomplete or corrupt: config.json is not a valid config ({exc}); "
                           f"rebuild it with: router build --name {folder.name}") from exc
 
 
@@ -119,7 +119,7 @@ class Router:
         config = load_config(path)
         folder = indexes_dir(index_dir) / config.name
         if not (folder / "manifest.json").is_file():
-            raise IndexError_(f"no index at {folder} for config {path}; build it with: router build --config {path}")
+            raise IndexLoadError(f"no index at {folder} for config {path}; build it with: router build --config {path}")
         sources = resolve_sources(config)
         check_tuned(read_manifest(folder).finetune, config, sources.intents, sources.validation, folder)
         return cls.load(folder, encoder=config.encoder, intents=sources.intents,

@@ -11,7 +11,7 @@ from router.errors import ConfigError
 
 
 def read_mapping(path: str | Path, what: str, expected: str = "a mapping") -> dict[str, Any]:
-    """``what`` names the file's role in messages (e.g. "config file", "routing file")."""
+    """``what`` names the file's role in messages (e.g. "config file", "model-routing file")."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

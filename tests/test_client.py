@@ -63,7 +63,7 @@ def dispatch_server(start_server: Callable[..., Running], fakes: Fakes,  # noqa:
         path = tmp_path / f"routing-{len(list(tmp_path.iterdir()))}.yaml"
         path.write_text(yaml.safe_dump({"providers": provider_section(fakes), "trace": {"sink": "memory"},
                                         "retry": {"max_retries": 0}, **routing}))
-        return start_server(skills="router.dispatch.demo:registry", routing=str(path))
+        return start_server(skills="router.dispatch.demo:registry", model_routing=str(path))
 
     return make
 

@@ -2,7 +2,7 @@
 
 Every file is checked against the size and sha256 its manifest records, the manifest against its own
 sha256, the stored intents against ``intent_set_hash``: a missing, truncated or changed file is an
-``IndexError_`` naming it, from ``Router.load`` and from a real ``router serve`` (exit 1, no traceback).
+``IndexLoadError`` naming it, from ``Router.load`` and from a real ``router serve`` (exit 1, no traceback).
 A build killed with SIGKILL at each step of writing and publishing leaves the old or the new index
 whole and servable under its name.
 """
@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from router import Builder, IndexError_, Router, RouterConfig, StaleIndexError
+from router import Builder, IndexLoadError, Router, RouterConfig, StaleIndexError
 from router.artifact import FORMAT_VERSION, index_files, open_index, read_manifest, remove_index, reseal
 from router.paths import INDEX_ENV
 from router.router import built_config
@@ -74,7 +74,8 @@ def test_the_manifest_records_every_file(mini_index: Path) -> None:
 def test_a_changed_file_is_refused_naming_it(mini_index: Path, tmp_path: Path, name: str) -> None:
     copy = clone(mini_index, tmp_path / "copy")
     flip_one_byte(copy / name)  # same size: only its sha256 tells
-    with pytest.raises(IndexError_, match=rf"{name} does not match the sha256 in its manifest \(file [0-9a-f]{{16}}, "
+    with pytest.raises(IndexLoadError,
+                       match=rf"{name} does not match the sha256 in its manifest \(file [0-9a-f]{{16}}, "
                                           r"manifest [0-9a-f]{16}\): it changed after the build") as info:
         Router.load(copy)
     assert not isinstance(info.value, StaleIndexError)
@@ -85,7 +86,7 @@ def test_a_truncated_file_is_refused_naming_it(mini_index: Path, tmp_path: Path,
     copy = clone(mini_index, tmp_path / "copy")
     size = (copy / name).stat().st_size
     truncate(copy / name)
-    with pytest.raises(IndexError_, match=rf"{name} has {size // 2:,} bytes, the manifest records {size:,} "
+    with pytest.raises(IndexLoadError, match=rf"{name} has {size // 2:,} bytes, the manifest records {size:,} "
                                           r"\(truncated since the build\); rebuild it with: router build"):
         Router.load(copy)
 
@@ -95,7 +96,7 @@ def test_a_missing_file_is_refused_naming_it(mini_index: Path, tmp_path: Path, n
     copy = clone(mini_index, tmp_path / "copy")
     size = (copy / name).stat().st_size
     (copy / name).unlink()
-    with pytest.raises(IndexError_, match=rf"incomplete or corrupt: {name} is missing \(the manifest records "
+    with pytest.raises(IndexLoadError, match=rf"incomplete or corrupt: {name} is missing \(the manifest records "
                                           rf"{size:,} bytes\)"):
         Router.load(copy)
 
@@ -103,7 +104,7 @@ def test_a_missing_file_is_refused_naming_it(mini_index: Path, tmp_path: Path, n
 def test_the_static_table_is_checked_only_when_served(mini_index: Path, tmp_path: Path) -> None:
     copy = clone(mini_index, tmp_path / "copy")
     truncate(copy / "static.npz")
-    with pytest.raises(IndexError_, match=r"static\.npz has"):
+    with pytest.raises(IndexLoadError, match=r"static\.npz has"):
         Router.load(copy)
     assert Router.load(copy, static=False).chain.names == ["rules", "embedding"]  # --static off never reads it
 
@@ -111,10 +112,10 @@ def test_the_static_table_is_checked_only_when_served(mini_index: Path, tmp_path
 def test_a_missing_config_is_an_index_error_everywhere(mini_index: Path, tmp_path: Path) -> None:
     copy = clone(mini_index, tmp_path / "copy")
     (copy / "config.json").unlink()
-    with pytest.raises(IndexError_, match=r"config\.json is missing"):
+    with pytest.raises(IndexLoadError, match=r"config\.json is missing"):
         built_config(copy)  # what `router serve` reads first
     (copy / "config.json").write_text("{not json")
-    with pytest.raises(IndexError_, match=r"config\.json is not a valid config"):
+    with pytest.raises(IndexLoadError, match=r"config\.json is not a valid config"):
         built_config(copy)
 
 
@@ -123,7 +124,7 @@ def test_edited_thresholds_in_the_manifest_are_refused(mini_index: Path, tmp_pat
     data = json.loads((copy / "manifest.json").read_text())
     data["calibration"]["accept_threshold"] = 0.01  # accept nearly everything
     rewrite(copy / "manifest.json", json.dumps(data, indent=2).encode())
-    with pytest.raises(IndexError_, match=r"manifest\.json does not match its own sha256 \(manifest_sha256 "
+    with pytest.raises(IndexLoadError, match=r"manifest\.json does not match its own sha256 \(manifest_sha256 "
                                           r"[0-9a-f]{16}, content [0-9a-f]{16}\): it was edited after the build"):
         Router.load(copy)
     reseal(copy)  # a deliberate edit is made explicitly, and then served
@@ -138,7 +139,7 @@ def test_an_unreadable_manifest_is_refused(mini_index: Path, tmp_path: Path, dam
         truncate(manifest)
     else:
         rewrite(manifest, b"\xff\xfe garbage")
-    with pytest.raises(IndexError_, match=r"manifest\.json is not readable JSON"):
+    with pytest.raises(IndexLoadError, match=r"manifest\.json is not readable JSON"):
         Router.load(copy)
 
 
@@ -158,7 +159,7 @@ def test_a_manifest_without_a_file_record_is_refused(mini_index: Path, tmp_path:
     copy = clone(mini_index, tmp_path / "copy")
     (copy / "rules.json").unlink()
     reseal(copy)  # the record of rules.json goes with it
-    with pytest.raises(IndexError_, match=r"the manifest has no sha256 for rules\.json"):
+    with pytest.raises(IndexLoadError, match=r"the manifest has no sha256 for rules\.json"):
         Router.load(copy)
 
 
@@ -172,7 +173,7 @@ def test_stored_intents_are_checked_against_the_intent_set_hash(mini_index: Path
     rewrite(copy / "intents.json", text.replace("set an alarm", "set an alarx").encode())
     reseal(copy)  # the file records agree: only the intent-set hash can tell
     expected = read_manifest(copy).intent_set_hash[:12]
-    with pytest.raises(IndexError_, match=rf"intents\.json holds an intent set with hash [0-9a-f]{{12}}, the "
+    with pytest.raises(IndexLoadError, match=rf"intents\.json holds an intent set with hash [0-9a-f]{{12}}, the "
                                           rf"manifest's intent_set_hash is {expected}"):
         Router.load(copy)
 
@@ -185,7 +186,7 @@ def test_labels_are_checked_against_the_stored_intents(mini_index: Path, tmp_pat
     (copy / "examples.npz").unlink()
     np.savez(copy / "examples.npz", **arrays)
     reseal(copy)
-    with pytest.raises(IndexError_, match=r"the labels of examples\.npz \(8\) are not the intents with examples"):
+    with pytest.raises(IndexLoadError, match=r"the labels of examples\.npz \(8\) are not the intents with examples"):
         Router.load(copy)
 
 
@@ -195,7 +196,7 @@ def test_rules_for_an_unknown_intent_are_refused(mini_index: Path, tmp_path: Pat
     rules.append({"intent": "wire_everything", "patterns": [], "keywords": ["money"]})
     rewrite(copy / "rules.json", json.dumps(rules).encode())
     reseal(copy)
-    with pytest.raises(IndexError_, match=r"rules\.json has rules for intents not in intents\.json: "
+    with pytest.raises(IndexLoadError, match=r"rules\.json has rules for intents not in intents\.json: "
                                           r"\['wire_everything'\]"):
         Router.load(copy)
 

@@ -7,7 +7,7 @@ import pytest
 from router import (
     Builder,
     EncoderConfig,
-    IndexError_,
+    IndexLoadError,
     InputError,
     LimitsConfig,
     Router,
@@ -127,7 +127,7 @@ def test_other_encoder_is_refused(mini_index: Path) -> None:
 
 
 def test_missing_index_says_how_to_build(tmp_path: Path) -> None:
-    with pytest.raises(IndexError_, match=r"no index at .*router build"):
+    with pytest.raises(IndexLoadError, match=r"no index at .*router build"):
         Router.load("absent", index_dir=tmp_path)
 
 
@@ -137,7 +137,7 @@ def test_corrupt_index_is_refused(mini_index: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(mini_index, copy)
     (copy / "head.npz").write_bytes(b"garbage")
-    with pytest.raises(IndexError_, match="incomplete or corrupt"):
+    with pytest.raises(IndexLoadError, match="incomplete or corrupt"):
         Router.load(copy)
 
 
@@ -147,7 +147,7 @@ def test_from_config_builds_and_checks_freshness(mini_intents: Path, mini_val: P
         f"name: cfgtest\nintents: {mini_intents}\nvalidation: {mini_val}\n"
         "encoder: {model: minilm-l6-int8, cache_size: 16}\nvector_index: {kind: hnsw}\n"
     )
-    with pytest.raises(IndexError_, match="router build --config"):
+    with pytest.raises(IndexLoadError, match="router build --config"):
         Router.from_config(config_path, index_dir=tmp_path)
     from router import load_config
 

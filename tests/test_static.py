@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router import Builder, ConfigError, EncoderConfig, IndexError_, Router, RouterConfig, StaleIndexError, load_config
+from router import (
+    Builder,
+    ConfigError,
+    EncoderConfig,
+    IndexLoadError,
+    Router,
+    RouterConfig,
+    StaleIndexError,
+    load_config,
+)
 from router.artifact import read_manifest, reseal
 from router.cli import main
 from router.decision import Candidate, Decision
@@ -190,7 +199,7 @@ def test_table_from_another_encoder_is_refused(mini_index: Path, tmp_path: Path)
     copy = copy_index(mini_index, tmp_path)
     own = read_manifest(copy).encoder_id
     rewrite_static(copy, encoder_id=np.array(OTHER_ENCODER))
-    with pytest.raises(IndexError_, match=r"static\.npz does not match the sha256 in its manifest"):
+    with pytest.raises(IndexLoadError, match=r"static\.npz does not match the sha256 in its manifest"):
         Router.load(copy)  # a file changed after the build, whatever is in it
     reseal(copy)  # as if the build itself had written it
     with pytest.raises(StaleIndexError, match=rf"distilled from encoder '{OTHER_ENCODER}', but the index uses "
@@ -208,7 +217,7 @@ def test_manifest_record_from_another_encoder_is_refused_naming_it(mini_index: P
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["static"]["encoder_id"] = OTHER_ENCODER
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexError_, match=r"manifest\.json does not match its own sha256"):
+    with pytest.raises(IndexLoadError, match=r"manifest\.json does not match its own sha256"):
         Router.load(copy)  # edited after the build
     reseal(copy)
     with pytest.raises(StaleIndexError, match=OTHER_ENCODER):
@@ -221,7 +230,7 @@ def test_table_changed_after_the_build_is_refused(mini_index: Path, tmp_path: Pa
         rows = data["rows"].copy()
     rows[1000, 7] += 0.25  # one value of one token's row
     rewrite_static(copy, rows=rows)
-    with pytest.raises(IndexError_, match=r"static\.npz does not match the sha256 in its manifest") as info:
+    with pytest.raises(IndexLoadError, match=r"static\.npz does not match the sha256 in its manifest") as info:
         Router.load(copy)
     assert not isinstance(info.value, StaleIndexError)  # corrupt, not stale: same encoder
     assert Router.load(copy, static=False).chain.names == ["rules", "embedding"]
@@ -230,7 +239,7 @@ def test_table_changed_after_the_build_is_refused(mini_index: Path, tmp_path: Pa
 def test_missing_table_is_refused(mini_index: Path, tmp_path: Path) -> None:
     copy = copy_index(mini_index, tmp_path)
     (copy / STATIC_FILE).unlink()
-    with pytest.raises(IndexError_, match=r"static\.npz is missing \(the manifest records [\d,]+ bytes\)"):
+    with pytest.raises(IndexLoadError, match=r"static\.npz is missing \(the manifest records [\d,]+ bytes\)"):
         Router.load(copy)
     assert Router.load(copy, static=False).classify("hello there").intent == "greeting"
 

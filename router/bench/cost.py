@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from router.bench.metrics import Record
-from router.dispatch.config import Price, load_routing
+from router.dispatch.config import Price, load_model_routing
 from router.llm.config import LLMBackendConfig
 
 
@@ -33,7 +33,7 @@ class CostModel:
     def from_table(cls, price_model: str, vcpu_hour_usd: float, backend: LLMBackendConfig) -> CostModel:
         from router.errors import ConfigError
 
-        prices = load_routing().prices
+        prices = load_model_routing().prices
         if price_model not in prices:
             raise ConfigError(f"--price-model={price_model!r} is not in the price table; known: {sorted(prices)}")
         passes = 2 if backend.backend == "llama_cpp" and backend.method == "logprob" and backend.calibrate else 1

@@ -10,13 +10,13 @@ from router.dispatch.config import (
     STAGES,
     BudgetConfig,
     ModelRef,
+    ModelRoutingConfig,
     Price,
     ProviderConfig,
     RetryConfig,
-    RoutingConfig,
     TraceConfig,
-    load_routing,
-    routing_from_dict,
+    load_model_routing,
+    model_routing_from_dict,
 )
 from router.dispatch.dispatcher import Dispatcher
 from router.dispatch.pricing import call_cost
@@ -49,7 +49,7 @@ __all__ = [
     "Provider",
     "ProviderConfig",
     "RetryConfig",
-    "RoutingConfig",
+    "ModelRoutingConfig",
     "SessionTotals",
     "Skill",
     "SkillContext",
@@ -59,8 +59,8 @@ __all__ = [
     "Usage",
     "call_cost",
     "load_registry",
-    "load_routing",
+    "load_model_routing",
     "read_jsonl",
-    "routing_from_dict",
+    "model_routing_from_dict",
     "session_totals",
 ]

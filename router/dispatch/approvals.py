@@ -1,6 +1,6 @@
 """Pending actions of ``writes`` skills: an unguessable id each, single use, expiring, capped.
 
-Limits (routing file): each pending action expires ``approval_ttl_s`` after it was made (15 min by
+Limits (model-routing file): each pending action expires ``approval_ttl_s`` after it was made (15 min by
 default); a session holds at most ``max_pending_approvals_per_session`` (10) and all sessions
 together ``max_pending_approvals`` (10,000), the last line. Past a cap, ``create`` raises
 ``TooManyApprovals`` (HTTP 429, Retry-After: when the oldest in that scope expires); other

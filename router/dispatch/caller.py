@@ -36,7 +36,7 @@ from tenacity.stop import stop_base
 
 from router.breaker import CircuitBreaker
 from router.dispatch.budget import Ledger, Reservation
-from router.dispatch.config import ModelRef, RoutingConfig, Stage
+from router.dispatch.config import ModelRef, ModelRoutingConfig, Stage
 from router.dispatch.deadline import MIN_ATTEMPT_S, Deadline, Slot
 from router.dispatch.pricing import call_cost, max_call_cost
 from router.dispatch.providers import ChatRequest, Completion, Provider, Usage
@@ -93,7 +93,7 @@ class CallResult:
 class ModelCaller:
     def __init__(
         self,
-        config: RoutingConfig,
+        config: ModelRoutingConfig,
         providers: dict[str, Provider],
         ledger: Ledger,
         sink: TraceSink,

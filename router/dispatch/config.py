@@ -1,7 +1,7 @@
-"""The routing file: which provider and model serve each stage of each skill, and the safety limits.
+"""The model-routing file: which provider and model serve each stage of each skill, and the safety limits.
 
 Moving a skill to another provider is an edit of this file only. Keys left out keep the shipped
-defaults (``routing.yaml`` next to this module: list prices, provider endpoints, budgets);
+defaults (``models.yaml`` next to this module: list prices, provider endpoints, budgets);
 ``defaults``, ``fallbacks``, ``providers`` and ``prices`` merge per entry, so a file that sets only
 ``defaults.extraction`` keeps the shipped model of every other stage. Budgets can be switched off
 only with the explicit value ``off``.
@@ -21,7 +21,7 @@ from router.yaml_file import read_mapping
 
 Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
 STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic")
-SHIPPED = Path(__file__).with_name("routing.yaml")
+SHIPPED = Path(__file__).with_name("models.yaml")
 
 
 class _Strict(BaseModel):
@@ -127,7 +127,7 @@ class TraceConfig(_Strict):
     path: str = Field("traces/dispatch.jsonl", description="jsonl sink: file appended to")
 
 
-class RoutingConfig(_Strict):
+class ModelRoutingConfig(_Strict):
     defaults: dict[Stage, ModelRef]
     overrides: dict[str, dict[Stage, ModelRef]] = Field(default_factory=dict, description="skill -> stage -> model")
     fallbacks: dict[Stage, list[ModelRef]] = Field(default_factory=dict, description="ordered, after the primary")
@@ -153,7 +153,7 @@ class RoutingConfig(_Strict):
     max_text_chars: int = Field(4_000, ge=1, le=1_000_000, description="longest query sent for extraction")
 
     @model_validator(mode="after")
-    def _check_references(self) -> RoutingConfig:
+    def _check_references(self) -> ModelRoutingConfig:
         missing = [s for s in STAGES if s not in self.defaults]
         if missing:
             raise ValueError(f"defaults: every stage needs a default model; missing {missing}")
@@ -198,23 +198,23 @@ def _merge(shipped: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    return read_mapping(path, "routing file")
+    return read_mapping(path, "model-routing file")
 
 
-def routing_from_dict(data: dict[str, Any], source: str = "<dict>") -> RoutingConfig:
+def model_routing_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelRoutingConfig:
     try:
-        return RoutingConfig.model_validate(_merge(_read(SHIPPED), data))
+        return ModelRoutingConfig.model_validate(_merge(_read(SHIPPED), data))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
             + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
             for e in exc.errors()
         )
-        raise ConfigError(f"routing file {source}: {problems}") from exc
+        raise ConfigError(f"model-routing file {source}: {problems}") from exc
 
 
-def load_routing(path: str | Path | None = None) -> RoutingConfig:
-    """The shipped routing file, or ``path`` merged over it."""
+def load_model_routing(path: str | Path | None = None) -> ModelRoutingConfig:
+    """The shipped model-routing file, or ``path`` merged over it."""
     if path is None:
-        return routing_from_dict({}, str(SHIPPED))
-    return routing_from_dict(_read(Path(path)), repr(str(path)))
+        return model_routing_from_dict({}, str(SHIPPED))
+    return model_routing_from_dict(_read(Path(path)), repr(str(path)))

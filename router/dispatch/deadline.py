@@ -2,7 +2,7 @@
 
 The choice: the chain is cut to fit the budget, rather than the budget grown to fit the chain. The
 worst case of a chain (every model, every retry, every Retry-After wait) is many minutes with the
-shipped routing file, which no client waits for; a fixed budget is what a client can plan on.
+shipped model-routing file, which no client waits for; a fixed budget is what a client can plan on.
 
 How a dispatch (``POST /v1/dispatch``) or an approval (``.../approve``) spends its budget, from its start:
 

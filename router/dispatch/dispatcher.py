@@ -5,7 +5,7 @@ so the synchronous methods and the ``a``-prefixed coroutines share one connectio
 budget ledger whichever loop or thread calls them.
 
 Time: each dispatch and each approval runs within ``dispatch_timeout_s``, its model calls cut to
-fit around the handler's ``handler_timeout_s`` (``deadline.py``); a routing file where they cannot
+fit around the handler's ``handler_timeout_s`` (``deadline.py``); a model-routing file where they cannot
 fit is refused when the Dispatcher is made. A caller that stops waiting (an HTTP request cut
 short) does not cancel the step: it runs to its end on the private loop and leaves its records.
 ``close`` lets steps in flight finish, then cuts what is left; a cut step still meters its
@@ -33,7 +33,7 @@ from router.dispatch import extraction
 from router.dispatch.approvals import ApprovalStore, PendingAction
 from router.dispatch.budget import Ledger, SessionTotals
 from router.dispatch.caller import CallResult, ModelCaller
-from router.dispatch.config import ModelRef, RoutingConfig, Stage, load_routing
+from router.dispatch.config import ModelRef, ModelRoutingConfig, Stage, load_model_routing
 from router.dispatch.deadline import Deadline
 from router.dispatch.deadline import check as check_deadline
 from router.dispatch.providers import ChatRequest, Message, Provider, build_provider
@@ -62,7 +62,7 @@ class _Run:
 class Dispatcher:
     def __init__(
         self,
-        config: RoutingConfig,
+        config: ModelRoutingConfig,
         skills: SkillRegistry,
         *,
         sink: TraceSink | None = None,
@@ -73,7 +73,7 @@ class Dispatcher:
         drill_stages: frozenset[str] = frozenset(),
         handler_timeout_s: float | None = None,
     ) -> None:
-        """``handler_timeout_s``: None takes the routing file's."""
+        """``handler_timeout_s``: None takes the model-routing file's."""
         self.config = config
         self.skills = skills
         self.handler_timeout_s = config.handler_timeout_s if handler_timeout_s is None else handler_timeout_s
@@ -95,11 +95,11 @@ class Dispatcher:
             self.sink.close()
             raise
         for name in config.budgets.switched_off():
-            log.warning("budget %s is switched OFF by the routing file (explicit `off`)", name)
+            log.warning("budget %s is switched OFF by the model-routing file (explicit `off`)", name)
 
     @classmethod
     def from_config(cls, path: str | Path | None, skills: SkillRegistry, **kwargs: Any) -> Dispatcher:
-        return cls(load_routing(path), skills, **kwargs)
+        return cls(load_model_routing(path), skills, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def _ensure_client(self) -> None:
@@ -195,7 +195,7 @@ class Dispatcher:
         return self.ledger.totals(session_id)
 
     def check_deadlines(self) -> None:
-        """Refuse (``ConfigError``) a routing file whose ``dispatch_timeout_s`` cannot hold what one dispatch or
+        """Refuse (``ConfigError``) a model-routing file whose ``dispatch_timeout_s`` cannot hold what one dispatch or
         approval of some skill may do: its handler's ``handler_timeout_s`` and a share of time for each model."""
         limit, handler = self.config.dispatch_timeout_s, self.handler_timeout_s
         for skill in self.skills:

@@ -47,10 +47,10 @@ class ServeConfig(BaseModel):
     max_header_bytes: int = Field(32_768, ge=1024, le=1 << 24)
     body_timeout_s: float = Field(5.0, gt=0, le=3600)
     keep_alive_timeout_s: int = Field(75, ge=1, le=3600)
-    # The skill dispatcher (POST /v1/dispatch): on when `skills` names a module:registry; `routing`
-    # is merged over the shipped routing file.
+    # The skill dispatcher (POST /v1/dispatch): on when `skills` names a module:registry; `model_routing`
+    # is merged over the shipped model-routing file.
     skills: str | None = None
-    routing: str | None = None
+    model_routing: str | None = None
     # Bearer token read from this environment variable; unset = no auth.
     api_key_env: str | None = None
     # On SIGTERM readiness goes false, then after drain_delay_s the server stops accepting and

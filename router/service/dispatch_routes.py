@@ -1,7 +1,7 @@
 """``POST /v1/dispatch`` and the approval and session routes: models, thin routes, error mapping.
 
 A dispatch names its skill, or gives only ``text`` and lets the classifier pick the intent (the
-intent's skill per the routing file's ``intents`` map, else the same name). Errors map to status
+intent's skill per the model-routing file's ``intents`` map, else the same name). Errors map to status
 codes once, here: budget 429, not allowlisted 403, invalid parameters 422, unknown approval 404,
 a provider chain or a skill that failed 502, a new session past budgets.max_sessions 503, an
 approval whose handler is running 409, pending approvals past their cap 429 (Retry-After).
@@ -164,7 +164,7 @@ def _add_not_configured(app: FastAPI) -> None:
 
     async def not_configured(request: Request) -> Response:
         return JSONResponse({"detail": "dispatch is not configured: start `router serve --skills module:registry "
-                                       "[--routing routing.yaml]`"}, status_code=404)
+                                       "[--model-routing models.yaml]`"}, status_code=404)
 
     for path in ("/v1/dispatch", "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject",
                  "/v1/sessions/{session_id}"):

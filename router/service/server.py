@@ -18,7 +18,7 @@ from types import FrameType
 import uvicorn
 
 from router.config import EncoderConfig
-from router.dispatch import Dispatcher, load_registry, load_routing
+from router.dispatch import Dispatcher, load_model_routing, load_registry
 from router.router import Router, built_config, index_folder
 from router.service.app import create_app
 from router.service.config import ServeConfig
@@ -52,9 +52,9 @@ class DrainingServer(uvicorn.Server):
 def build_server(config: ServeConfig, router: Router | None = None,
                  dispatcher: Dispatcher | None = None) -> DrainingServer:
     if dispatcher is None and config.skills:
-        # Refuses (ConfigError, naming both values) a routing file whose dispatch_timeout_s cannot hold a
+        # Refuses (ConfigError, naming both values) a model-routing file whose dispatch_timeout_s cannot hold a
         # skill's handler_timeout_s and its models: Dispatcher.check_deadlines, router/dispatch/deadline.py.
-        dispatcher = Dispatcher(load_routing(config.routing), load_registry(config.skills))
+        dispatcher = Dispatcher(load_model_routing(config.model_routing), load_registry(config.skills))
     if router is None:
         router = Router.load(config.index, index_dir=config.index_dir, encoder=_serving_encoder(config),
                              static=config.static)

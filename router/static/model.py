@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from router.calibration import Calibration
-from router.errors import IndexError_, StaleIndexError
+from router.errors import IndexLoadError, StaleIndexError
 from router.head import LinearHead
 from router.static.table import StaticTable
 
@@ -70,7 +70,7 @@ class StaticModel:
                 examples = np.ascontiguousarray(data["examples"])
                 offsets = data["offsets"]
         except (OSError, ValueError, KeyError) as exc:
-            raise IndexError_(f"index {folder}: {STATIC_FILE} is missing or corrupt ({exc}); rebuild it") from exc
+            raise IndexLoadError(f"index {folder}: {STATIC_FILE} is missing or corrupt ({exc}); rebuild it") from exc
         rebuild = "rebuild it with: router build (or serve it with --static off)"
         for stale in (built_for, record.encoder_id):  # the file's own record, then the manifest's
             if stale != encoder_id:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from router.errors import ConfigError, IndexError_
+from router.errors import ConfigError, IndexLoadError
 
 
 class VectorIndex(Protocol):
@@ -35,7 +35,7 @@ def _faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
-        raise IndexError_("the vector index needs faiss: pip install faiss-cpu") from exc
+        raise IndexLoadError("the vector index needs faiss: pip install faiss-cpu") from exc
     return faiss
 
 
@@ -129,7 +129,7 @@ def new_index(kind: str, dimension: int, options: dict[str, int]) -> VectorIndex
 
 def load_index(kind: str, path: Path, options: dict[str, int]) -> VectorIndex:
     if not path.is_file():
-        raise IndexError_(f"vector index file {path} is missing; rebuild with: router build")
+        raise IndexLoadError(f"vector index file {path} is missing; rebuild with: router build")
     if kind == "numpy":
         vectors = np.load(path)
         index = NumpyIndex(vectors.shape[1])
@@ -139,7 +139,7 @@ def load_index(kind: str, path: Path, options: dict[str, int]) -> VectorIndex:
     try:
         loaded = FaissIndex(kind, faiss.read_index(str(path)))
     except RuntimeError as exc:  # faiss reports unreadable files as RuntimeError
-        raise IndexError_(f"vector index file {path} is unreadable: {exc}") from exc
+        raise IndexLoadError(f"vector index file {path} is unreadable: {exc}") from exc
     if "ef_search" in options:
         loaded.set_ef_search(int(options["ef_search"]))
     return loaded

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from router.dispatch import Dispatcher, MemorySink, SkillContext, SkillRegistry, routing_from_dict
+from router.dispatch import Dispatcher, MemorySink, SkillContext, SkillRegistry, model_routing_from_dict
 from router.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 
 KEYS = {"OPENAI_API_KEY": "sk-test-OPENAI-secret", "ANTHROPIC_API_KEY": "sk-ant-test-secret",
@@ -166,7 +166,7 @@ def harness(fakes: Fakes) -> Iterator[Harness]:
         for key in ("drill_stages", "handler_timeout_s"):
             if key in overrides:
                 kwargs[key] = overrides.pop(key)
-        d = Dispatcher(routing_from_dict(routing(fakes, **overrides)), registry(calls), **kwargs)
+        d = Dispatcher(model_routing_from_dict(routing(fakes, **overrides)), registry(calls), **kwargs)
         made.append(d)
         return d
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from router.dispatch import BudgetConfig, ChatRequest, Ledger, Message, Price, routing_from_dict
+from router.dispatch import BudgetConfig, ChatRequest, Ledger, Message, Price, model_routing_from_dict
 from router.dispatch.pricing import call_cost, max_call_cost
 from router.dispatch.providers import Usage
 from router.errors import BudgetExceeded, ConfigError, SessionsFull
@@ -290,5 +290,5 @@ def test_a_session_idle_past_its_ttl_has_ended_and_starts_afresh() -> None:
 def test_the_session_limits_are_bounded_fields(budgets: dict[str, Any], message: str) -> None:
     assert BudgetConfig().max_sessions == 100_000 and BudgetConfig().session_ttl_s == 86_400
     with pytest.raises(ConfigError) as info:
-        routing_from_dict({"budgets": budgets})
+        model_routing_from_dict({"budgets": budgets})
     assert message in str(info.value)

@@ -1,6 +1,6 @@
 """One time budget per dispatch (router/dispatch/deadline.py), against the loopback providers.
 
-The chain is cut to fit ``dispatch_timeout_s`` with the fallback still tried; a routing file where
+The chain is cut to fit ``dispatch_timeout_s`` with the fallback still tried; a model-routing file where
 the handler and the models cannot fit is refused; a caller that stops waiting does not cut a
 dispatch; a step cut at close still meters its calls and writes its trace record; an approval is
 consumed only once its handler has finished, and never runs twice; pending approvals are capped
@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel
 
 from router.dispatch import ApprovalStore, ChatRequest, Dispatcher, MemorySink, Message, SkillContext, SkillRegistry
-from router.dispatch import routing_from_dict as from_dict
+from router.dispatch import model_routing_from_dict as from_dict
 from router.dispatch.deadline import Deadline
 from router.errors import (
     ApprovalError,
@@ -114,7 +114,7 @@ def test_a_model_with_no_time_left_is_not_sent(harness: Harness) -> None:
     assert sum(len(s.requests) for s in harness.fakes.all()) == 0
 
 
-# -- a routing file where they cannot fit is refused ------------------------------------------------------
+# -- a model-routing file where they cannot fit is refused ------------------------------------------------------
 def test_a_handler_that_cannot_fit_is_refused_naming_both_values(harness: Harness) -> None:
     config = from_dict(routing(harness.fakes, dispatch_timeout_s=10))
     with pytest.raises(ConfigError, match=r"dispatch_timeout_s=10 .*handler_timeout_s=30"):

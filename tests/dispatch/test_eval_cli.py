@@ -1,5 +1,5 @@
 """`router eval-skills` and `router drill` end to end: the CLI, the shipped demo skills and golden
-set, and the loopback providers behind a routing file that points at them."""
+set, and the loopback providers behind a model-routing file that points at them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ GOLDEN = load_golden(Path(__file__).parents[2] / "router" / "dispatch" / "demo_g
 def _routing_file(tmp_path: Path, fakes: Fakes, **extra: Any) -> str:
     data = {"providers": provider_section(fakes), "trace": {"sink": "memory"},
             "retry": {"max_retries": 0}, **extra}
-    path = tmp_path / "routing.yaml"
+    path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -39,7 +39,7 @@ def test_eval_skills_reports_accuracy_cost_and_winner(fakes: Fakes, tmp_path: Pa
     _answer_all(fakes.openai, "gpt-5.4-nano", wrong={0, 1})  # cheap, wrong on 2 of 4 transfers
     _answer_all(fakes.anthropic, "claude-sonnet-4-6")  # right everywhere, dearer
     fakes.openai.fixed_usage = fakes.anthropic.fixed_usage = {"input": 1000, "output": 100}
-    code = main(["eval-skills", "--routing", _routing_file(tmp_path, fakes), "--json",
+    code = main(["eval-skills", "--model-routing", _routing_file(tmp_path, fakes), "--json",
                  "--models", "openai/gpt-5.4-nano,anthropic/claude-sonnet-4-6"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -58,7 +58,7 @@ def test_eval_skills_tolerance_lets_a_cheaper_model_win(fakes: Fakes, tmp_path: 
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     _answer_all(fakes.openai, "gpt-5.4-nano", wrong={0})
     _answer_all(fakes.anthropic, "claude-sonnet-4-6")
-    main(["eval-skills", "--routing", _routing_file(tmp_path, fakes), "--json", "--tolerance", "0.3",
+    main(["eval-skills", "--model-routing", _routing_file(tmp_path, fakes), "--json", "--tolerance", "0.3",
           "--models", "openai/gpt-5.4-nano,anthropic/claude-sonnet-4-6"])
     assert json.loads(capsys.readouterr().out)["winners"]["transfer"] == "openai/gpt-5.4-nano"
 
@@ -67,7 +67,7 @@ def test_eval_skills_refuses_an_unpriced_model(fakes: Fakes, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="'openai/gpt-9' needs a provider .* and a price"):
         from router.cli import build_parser, cmd_eval_skills
 
-        cmd_eval_skills(build_parser().parse_args(["eval-skills", "--routing", _routing_file(tmp_path, fakes),
+        cmd_eval_skills(build_parser().parse_args(["eval-skills", "--model-routing", _routing_file(tmp_path, fakes),
                                                    "--models", "openai/gpt-9"]))
 
 
@@ -76,7 +76,7 @@ def test_drill_reports_what_broke_on_the_secondary(fakes: Fakes, tmp_path: Path,
     _answer_all(fakes.openai, "gpt-5.4-nano")
     _answer_all(fakes.gemini, "gemini-2.5-flash", wrong={1})
     fakes.gemini.script("set a timer for 10 minutes", '{"minutes": "ten"}', model="gemini-2.5-flash")
-    code = main(["drill", "--routing", _routing_file(tmp_path, fakes), "--stage", "extraction", "--json"])
+    code = main(["drill", "--model-routing", _routing_file(tmp_path, fakes), "--stage", "extraction", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["verdict"] == "broken"
     assert report["primary"]["ok"] == len(GOLDEN)
@@ -91,14 +91,14 @@ def test_drill_passes_when_the_secondary_holds(fakes: Fakes, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     _answer_all(fakes.openai, "gpt-5.4-nano")
     _answer_all(fakes.gemini, "gemini-2.5-flash")
-    assert main(["drill", "--routing", _routing_file(tmp_path, fakes)]) == 0
+    assert main(["drill", "--model-routing", _routing_file(tmp_path, fakes)]) == 0
     assert "verdict: ok" in capsys.readouterr().out
 
 
 def test_drill_names_a_stage_without_a_secondary(fakes: Fakes, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     routing = _routing_file(tmp_path, fakes, fallbacks={"diagnostic": []})
-    assert main(["drill", "--routing", routing, "--stage", "diagnostic", "--json"]) == 1
+    assert main(["drill", "--model-routing", routing, "--stage", "diagnostic", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["no_secondary"] == ["balance", "timer", "transfer"]
     assert report["secondary"]["ok"] == 0 and report["primary"]["ok"] == len(GOLDEN)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.dispatch import ChatRequest, Dispatcher, Message, routing_from_dict
+from router.dispatch import ChatRequest, Dispatcher, Message, model_routing_from_dict
 from router.dispatch.demo import build_registry
 from router.errors import InvalidParameters
 from tests.llm.test_llama_server import MODEL_ALIAS, LlamaServer
@@ -26,7 +26,7 @@ def llama() -> Iterator[LlamaServer]:
 
 def _dispatcher(llama: LlamaServer, structured: str = "json_object") -> Dispatcher:
     ref = {"provider": "local", "model": MODEL_ALIAS, "timeout_s": 120, "max_tokens": 48}
-    return Dispatcher(routing_from_dict({
+    return Dispatcher(model_routing_from_dict({
         "providers": {"local": {"kind": "openai_compatible", "base_url": llama.url, "structured": structured}},
         "prices": {MODEL_ALIAS: {"input": 0, "output": 0}},
         "defaults": {stage: ref for stage in ("routing", "extraction", "formatting", "diagnostic")},

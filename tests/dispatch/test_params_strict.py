@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from router.dispatch import Dispatcher, Skill, SkillContext, SkillRegistry, routing_from_dict
+from router.dispatch import Dispatcher, Skill, SkillContext, SkillRegistry, model_routing_from_dict
 from router.dispatch.extraction import params_schema
 from router.errors import InvalidParameters
 from tests.dispatch.conftest import Fakes, Harness, routing
@@ -50,7 +50,7 @@ def dispatcher(fakes: Fakes, seen: list[BaseModel]) -> Iterator[Dispatcher]:
         Skill("transfer", "Send money.", TransferParams, handler),
         Skill("lax_transfer", "Send money, leniently.", TransferParams, handler, strict_params=False),
     ])
-    with Dispatcher(routing_from_dict(routing(fakes)), reg) as d:
+    with Dispatcher(model_routing_from_dict(routing(fakes)), reg) as d:
         yield d
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.dispatch import ChatRequest, Message, ProviderConfig, Usage, call_cost, load_routing
+from router.dispatch import ChatRequest, Message, ProviderConfig, Usage, call_cost, load_model_routing
 from router.dispatch.providers import build_provider
 from router.dispatch.providers.http import parse_retry_after
 from router.errors import BadResponse, RateLimited, RequestRejected
@@ -127,7 +127,7 @@ async def test_a_missing_key_fails_that_provider_only_and_names_the_variable(
 
 
 # -- cost to the cent -------------------------------------------------------------------------------
-PRICES = load_routing().prices
+PRICES = load_model_routing().prices
 
 
 @pytest.mark.parametrize("model, usage, expected", [

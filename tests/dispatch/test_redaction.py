@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.dispatch import Dispatcher, MemorySink, routing_from_dict
+from router.dispatch import Dispatcher, MemorySink, model_routing_from_dict
 from router.dispatch.demo import build_registry
 from router.dispatch.providers.http import error_for_status
 from router.errors import FallbacksExhausted, ProviderError, SkillFailed
@@ -100,7 +100,7 @@ def assert_no_key(text: str) -> None:
 def test_an_echoed_key_reaches_no_trace_record_log_or_error(echoes: Echoes,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG), \
-            Dispatcher(routing_from_dict(echoes.routing(trace={"sink": "memory"})), build_registry(),
+            Dispatcher(model_routing_from_dict(echoes.routing(trace={"sink": "memory"})), build_registry(),
                        sleep=Sleeps()) as d:
         with pytest.raises(FallbacksExhausted) as info:
             d.dispatch("u", "transfer", text="send 20 dollars to sam")

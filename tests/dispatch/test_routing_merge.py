@@ -1,4 +1,4 @@
-"""A user's routing file names only what it changes: `defaults` and `fallbacks` merge per stage, as
+"""A user's model-routing file names only what it changes: `defaults` and `fallbacks` merge per stage, as
 `providers` and `prices` merge per entry, over the shipped file."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from router.dispatch import STAGES, load_routing, routing_from_dict
+from router.dispatch import STAGES, load_model_routing, model_routing_from_dict
 from router.errors import ConfigError
 
 
 def test_a_file_that_sets_only_defaults_extraction_is_accepted(tmp_path: Path) -> None:
-    path = tmp_path / "routing.yaml"
+    path = tmp_path / "models.yaml"
     path.write_text("defaults:\n  extraction: {provider: anthropic, model: claude-sonnet-4-6, timeout_s: 15}\n")
-    config = load_routing(path)
-    shipped = load_routing()
+    config = load_model_routing(path)
+    shipped = load_model_routing()
     assert config.defaults["extraction"].key == "anthropic/claude-sonnet-4-6"
     assert config.defaults["extraction"].timeout_s == 15
     for stage in ("routing", "formatting", "diagnostic"):  # the stages left out keep the shipped model
@@ -26,8 +26,8 @@ def test_a_file_that_sets_only_defaults_extraction_is_accepted(tmp_path: Path) -
 
 
 def test_fallbacks_merge_per_stage() -> None:
-    shipped = load_routing()
-    config = routing_from_dict({"fallbacks": {"routing": [], "extraction": [{"provider": "openai",
+    shipped = load_model_routing()
+    config = model_routing_from_dict({"fallbacks": {"routing": [], "extraction": [{"provider": "openai",
                                                                             "model": "gpt-5.4"}]}})
     assert config.fallbacks["routing"] == []  # emptied by name
     assert [r.key for r in config.fallbacks["extraction"]] == ["openai/gpt-5.4"]  # replaced whole
@@ -38,7 +38,7 @@ def test_fallbacks_merge_per_stage() -> None:
 
 def test_a_stage_given_replaces_the_shipped_reference_whole() -> None:
     # Not field by field: a reference without timeout_s takes the model's default, not the shipped stage's 20 s.
-    config = routing_from_dict({"defaults": {"extraction": {"provider": "openai", "model": "gpt-5.4"}}})
+    config = model_routing_from_dict({"defaults": {"extraction": {"provider": "openai", "model": "gpt-5.4"}}})
     assert config.defaults["extraction"].timeout_s == 30.0 and config.defaults["extraction"].max_tokens == 1024
     assert set(config.defaults) == set(STAGES)
 
@@ -53,5 +53,5 @@ def test_a_stage_given_replaces_the_shipped_reference_whole() -> None:
 ])
 def test_a_merged_stage_is_still_checked(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        routing_from_dict(data)
+        model_routing_from_dict(data)
     assert message in str(info.value)

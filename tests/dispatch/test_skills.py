@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from router.dispatch import Dispatcher, Skill, SkillContext, SkillRegistry, routing_from_dict
+from router.dispatch import Dispatcher, Skill, SkillContext, SkillRegistry, model_routing_from_dict
 from router.errors import ApprovalError, ConfigError, InputError, InvalidParameters, SkillFailed, SkillNotAllowed
 from tests.dispatch.conftest import PAY, Harness, routing
 
@@ -119,7 +119,7 @@ def test_handler_errors_and_timeouts_are_skill_failures(harness: Harness) -> Non
     async def hang(params: Empty, ctx: SkillContext) -> None:
         await asyncio.sleep(10)
 
-    config = routing_from_dict(routing(harness.fakes))
+    config = model_routing_from_dict(routing(harness.fakes))
     with Dispatcher(config, _one_skill(boom)) as d:
         with pytest.raises(SkillFailed, match="handler raised RuntimeError: disk full"):
             d.dispatch("s", "job", params={})
@@ -147,7 +147,7 @@ def test_formatting_stage_writes_the_reply(harness: Harness) -> None:
     harness.fakes.anthropic.script("User asked: set a timer\nSkill: timer\nResult: {\"minutes\": 5}",
                                    "Your 5-minute timer is set.")
     reg = SkillRegistry([Skill("timer", "set a timer", Empty, h, format_reply=True)])
-    with Dispatcher(routing_from_dict(routing(harness.fakes)), reg) as d:
+    with Dispatcher(model_routing_from_dict(routing(harness.fakes)), reg) as d:
         result = d.dispatch("s", "timer", text="set a timer", params={})
     assert result.reply == "Your 5-minute timer is set."
     assert [c.stage for c in result.calls] == ["formatting"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from router.dispatch import Dispatcher, read_jsonl, routing_from_dict, session_totals
+from router.dispatch import Dispatcher, model_routing_from_dict, read_jsonl, session_totals
 from router.errors import FallbacksExhausted, RouterError
 from router.testing import SOAK_FAULTS
 from tests.dispatch.conftest import Calls, Fakes, registry, routing
@@ -31,7 +31,7 @@ async def _soak(fakes: Fakes, tmp_path: Path, n: int, reset_on_success: bool) ->
     # Below the 1.0 s of a "slow" fault, so those still time out, with room for a busy loop: at 0.4 s
     # a fresh-clone CI run saw healthy calls time out and the reset run end at 93% (needs 95%).
     fast = {"timeout_s": 0.7, "max_tokens": 128}
-    config = routing_from_dict(routing(
+    config = model_routing_from_dict(routing(
         fakes,
         trace={"sink": "jsonl", "path": str(tmp_path / "soak.jsonl")},
         breaker={"failures": 5, "window_s": 600, "cooldown_s": 1.0, "reset_on_success": reset_on_success},

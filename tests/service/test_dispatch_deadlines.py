@@ -1,7 +1,7 @@
 """The request timeout never cuts a dispatch in half, and approvals cannot be flooded: a real
 `router serve` process (or a real uvicorn server) under a real HTTP client, with loopback providers.
 
-- A routing file whose dispatch budget cannot hold its handler is refused at start, naming both values.
+- A model-routing file whose dispatch budget cannot hold its handler is refused at start, naming both values.
 - An extraction model that takes 15 s with a 10 s request timeout: the chain is cut to fit, and the
   fallback answers; the answering calls are metered and traced.
 - An approved `writes` skill slower than request_timeout_s answers; a second approve while it runs
@@ -44,7 +44,7 @@ def _routing(tmp_path: Path, fakes: Fakes, **extra: Any) -> Path:  # noqa: F811 
     data = {"providers": provider_section(fakes), "trace": {"sink": "jsonl", "path": str(tmp_path / "trace.jsonl")},
             "defaults": {"routing": haiku, "extraction": nano, "formatting": haiku, "diagnostic": haiku},
             "fallbacks": {"extraction": [flash], "formatting": [], "routing": [], "diagnostic": []}, **extra}
-    path = tmp_path / "routing.yaml"
+    path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -68,7 +68,7 @@ def serve(mini_index: Path) -> Iterator[Callable[..., ServeProcess]]:
 
     def start(routing: Path, *args: str) -> ServeProcess:
         server = ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--skills", SKILLS,
-                              "--routing", str(routing), *args)
+                              "--model-routing", str(routing), *args)
         started.append(server)
         return server.start()
 
@@ -93,7 +93,8 @@ def test_a_budget_that_cannot_hold_the_handler_is_refused_at_start(
         mini_index: Path, fakes: Fakes, tmp_path: Path) -> None:  # noqa: F811
     routing = _routing(tmp_path, fakes, dispatch_timeout_s=10)  # handler_timeout_s keeps its 30 s
     done = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--port", str(free_port()), "--index",
-                           str(mini_index), "--skills", SKILLS, "--routing", str(routing), "--request-timeout-s", "10"],
+                           str(mini_index), "--skills", SKILLS, "--model-routing", str(routing),
+                           "--request-timeout-s", "10"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1  # a RouterError: refused before serving
     assert "router: error: dispatch_timeout_s=10 is too short" in done.stderr and "handler_timeout_s=30" in done.stderr
@@ -167,7 +168,7 @@ def test_a_client_that_gives_up_does_not_cut_the_approval(
 def test_a_server_stopping_mid_handler_lets_it_finish_with_its_record(
         start_server: Callable[..., Running], fakes: Fakes, tmp_path: Path) -> None:  # noqa: F811
     # shutdown_grace_s=0: uvicorn cancels the request at once; the dispatcher still lets the step end.
-    server = start_server(skills=SKILLS, routing=str(_routing(tmp_path, fakes)), shutdown_grace_s=0,
+    server = start_server(skills=SKILLS, model_routing=str(_routing(tmp_path, fakes)), shutdown_grace_s=0,
                           drain_delay_s=0)
     marker = tmp_path / "marker"
     with httpx.Client(base_url=server.url, timeout=60) as client:

@@ -25,7 +25,7 @@ def dispatch_client(start_server: Callable[..., Running], fakes: Fakes,  # noqa:
         path = tmp_path / f"routing-{len(clients)}.yaml"
         path.write_text(yaml.safe_dump({"providers": provider_section(fakes), "trace": {"sink": "memory"},
                                         "retry": {"max_retries": 0}, **routing}))
-        server = start_server(skills=SKILLS, routing=str(path))
+        server = start_server(skills=SKILLS, model_routing=str(path))
         client = httpx.Client(base_url=server.url, timeout=30)
         clients.append(client)
         return client

@@ -27,7 +27,7 @@ SEND = {"session_id": "u", "skill": "transfer", "text": "send 20 dollars to sam"
 
 
 def _routing(tmp_path: Path, data: dict[str, Any]) -> str:
-    path = tmp_path / "routing.yaml"
+    path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -44,7 +44,7 @@ def test_router_serve_leaks_no_echoed_key(echoes: Echoes, mini_index: Path,  # n
     trace = tmp_path / "trace.jsonl"
     routing = _routing(tmp_path, echoes.routing(trace={"sink": "jsonl", "path": str(trace)}))
     with ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--skills", SKILLS,
-                      "--routing", routing) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+                      "--model-routing", routing) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         r = client.post("/v1/dispatch", json=SEND)
         assert r.status_code == 502 and r.json()["reason"] == "fallbacks_exhausted"
         assert "http_401" in r.text and "http_500" in r.text
@@ -63,7 +63,7 @@ def test_no_log_record_holds_an_echoed_key(echoes: Echoes,  # noqa: F811 - the f
     trace = tmp_path / "trace.jsonl"
     routing = _routing(tmp_path, echoes.routing(trace={"sink": "jsonl", "path": str(trace)}))
     with caplog.at_level(logging.DEBUG):  # every logger, httpx's and httpcore's request logs included
-        server = start_server(skills=SKILLS, routing=routing)
+        server = start_server(skills=SKILLS, model_routing=routing)
         with httpx.Client(base_url=server.url, timeout=30) as client:
             r = client.post("/v1/dispatch", json=SEND)
             assert r.status_code == 502
@@ -81,7 +81,7 @@ def test_no_log_record_holds_an_echoed_key(echoes: Echoes,  # noqa: F811 - the f
 def test_params_are_strict_over_http(start_server: Callable[..., Running], fakes: Fakes,  # noqa: F811
                                      tmp_path: Path, params: dict[str, Any], field: str, message: str) -> None:
     routing = _routing(tmp_path, {"providers": provider_section(fakes), "trace": {"sink": "memory"}})
-    server = start_server(skills=SKILLS, routing=routing)
+    server = start_server(skills=SKILLS, model_routing=routing)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         r = client.post("/v1/dispatch", json={"session_id": "u", "skill": "transfer", "params": params})
         assert r.status_code == 422, r.text
@@ -98,7 +98,7 @@ def test_a_full_session_table_is_503_and_forgets_nobody(start_server: Callable[.
                                                         tmp_path: Path) -> None:
     routing = _routing(tmp_path, {"providers": provider_section(fakes), "trace": {"sink": "memory"},
                                   "budgets": {"max_sessions": 2, "session_steps": 3}})
-    server = start_server(skills=SKILLS, routing=routing)
+    server = start_server(skills=SKILLS, model_routing=routing)
     balance = {"skill": "balance", "params": {}}
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for session in ("a", "a", "b"):

@@ -105,7 +105,7 @@ def gated() -> Iterator[GatedOpenAI]:
 @pytest.fixture(scope="module")
 def front(mini_index: Path, gated: GatedOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     stage = {"provider": "openai", "model": "gpt-5.4-nano", "timeout_s": 60, "max_tokens": 256}
-    routing = tmp_path_factory.mktemp("front") / "routing.yaml"
+    routing = tmp_path_factory.mktemp("front") / "models.yaml"
     routing.write_text(yaml.safe_dump({
         "providers": {"openai": {"kind": "openai", "base_url": gated.url, "api_key_env": "FRONT_OPENAI_KEY"}},
         "defaults": dict.fromkeys(STAGES, stage), "fallbacks": dict.fromkeys(STAGES, []),
@@ -114,7 +114,7 @@ def front(mini_index: Path, gated: GatedOpenAI, tmp_path_factory: pytest.TempPat
         env.setenv("FRONT_OPENAI_KEY", "sk-front")
         env.setenv("ROUTER_FRONT_KEY", KEY)
         server = ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--api-key-env", "ROUTER_FRONT_KEY",
-                              "--skills", "router.dispatch.demo:registry", "--routing", str(routing),
+                              "--skills", "router.dispatch.demo:registry", "--model-routing", str(routing),
                               "--max-in-flight", "4", "--max-dispatch-in-flight", "4", "--request-timeout-s", "120",
                               "--header-timeout-s", "120", "--body-timeout-s", "120").start()
     yield server

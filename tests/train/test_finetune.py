@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from router import Builder, IndexError_, Router, RouterConfig, StaleIndexError
+from router import Builder, IndexLoadError, Router, RouterConfig, StaleIndexError
 from router.artifact import IndexManifest, index_files, read_manifest
 from router.cli import main
 from router.config import FinetuneConfig, load_config
@@ -279,7 +279,7 @@ def test_a_damaged_tuned_encoder_is_refused(built: Built, tmp_path: Path, damage
     else:
         (copy / TUNED_ONNX).unlink()
         message = rf"incomplete or corrupt: {TUNED_ONNX} is missing"
-    with pytest.raises(IndexError_, match=message) as info:
+    with pytest.raises(IndexLoadError, match=message) as info:
         Router.load(copy)
     assert not isinstance(info.value, StaleIndexError)
     assert file_sha256(built.folder / TUNED_ONNX) == built.manifest.files[TUNED_ONNX].sha256  # untouched

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router import ConfigError, IndexError_
+from router import ConfigError, IndexLoadError
 from router.vectors import VECTOR_INDEXES, choose_kind, load_index, new_index
 
 
@@ -45,10 +45,10 @@ def test_auto_switches_to_hnsw_at_the_threshold() -> None:
 
 
 def test_missing_or_corrupt_file(tmp_path: Path) -> None:
-    with pytest.raises(IndexError_, match="missing"):
+    with pytest.raises(IndexLoadError, match="missing"):
         load_index("flat", tmp_path / "none.faiss", {})
     (tmp_path / "bad.faiss").write_bytes(b"not faiss")
-    with pytest.raises(IndexError_, match="unreadable"):
+    with pytest.raises(IndexLoadError, match="unreadable"):
         load_index("flat", tmp_path / "bad.faiss", {})
 
 

@@ -1,4 +1,4 @@
-"""Premium-provider adapters, keyed by the ``kind`` of a routing file's provider entry."""
+"""Premium-provider adapters, keyed by the ``kind`` of a model-routing file's provider entry."""
 
 from __future__ import annotations
 
