@@ -21,7 +21,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from router.dispatch import Dispatcher, model_routing_from_dict
 from router.dispatch.demo import build_registry
 from router.dispatch.extraction import first_request
-from router.dispatch.providers.openai import OpenAIChat
+from router.providers import HttpClients
+from router.providers._openai import OpenAIChat
 from router.testing import FakeOpenAI
 
 KEY = "bench-key"
@@ -68,7 +69,7 @@ def test_dispatch_extract(benchmark: BenchmarkFixture, dispatcher: Dispatcher) -
 
 
 def test_raw_httpx_post(benchmark: BenchmarkFixture, dispatcher: Dispatcher, openai: FakeOpenAI) -> None:
-    provider = OpenAIChat("openai", dispatcher.config.providers["openai"], httpx.AsyncClient())
+    provider = OpenAIChat("openai", dispatcher.config.providers["openai"], HttpClients())
     body = provider.body("gpt-5.4-nano", first_request(build_registry().get("timer"), "set a timer for 10 minutes"))
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client() as client:

@@ -5,16 +5,16 @@ static tier (1a) on and off: two ``router serve`` processes on the same default 
   CLINC150 test split, so the medians give the HTTP cost (pytest-benchmark), static on and off.
 - ``test_load_wrk_static_on_vs_off``: wrk (Debian package) at concurrency 64 (``BENCH_WRK_C``, a
   comma-separated list), cycling every CLINC150 test query in a seeded random order (the script
-  ``bench/queries.lua``, written by ``write_queries_lua``), so any prefix carries the real static
-  share. A warm-up per server, then ABBA segments (on, off, off, on) of ``BENCH_WRK_SECONDS``
-  (10) each, so drift in the shared machine's load falls on both servers alike. Prints requests/s
-  and p50/p99 per segment and per server, and the on/off ratios. No timing is asserted.
+  ``bench/queries.lua`` reads them from ``bench/queries.txt``, written by ``write_queries``), so any
+  prefix carries the real static share. A warm-up per server, then ABBA segments (on, off, off, on)
+  of ``BENCH_WRK_SECONDS`` (10) each, so drift in the shared machine's load falls on both servers
+  alike. Prints requests/s and p50/p99 per segment and per server, and the on/off ratios. No timing
+  is asserted.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import shutil
@@ -38,20 +38,10 @@ WARMUP_SECONDS = 5
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_WRK_C", "64").split(",")]
 
 
-def write_queries_lua(path: Path, seed: int = 0) -> Path:
-    """The wrk script: every CLINC150 test query, seeded shuffle, sent in turn by each wrk thread."""
-    bodies = ",\n".join(f"  {json.dumps(json.dumps({'text': t}))}" for t in shuffled_test_queries(seed))
-    path.write_text(
-        f"-- Every CLINC150 test query (CC BY 3.0), in a seeded random order (seed {seed}), sent in turn\n"
-        f"-- by each wrk thread. Written by bench/test_bench_http.py:write_queries_lua.\n"
-        f"local bodies = {{\n{bodies},\n}}\n"
-        "local i = 0\n"
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        "request = function()\n"
-        "  i = i + 1\n"
-        "  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])\n"
-        "end\n")
+def write_queries(path: Path, seed: int = 0) -> Path:
+    """``bench/queries.txt``, which the wrk script ``bench/queries.lua`` reads at start-up: every CLINC150
+    test query, one per line, in a seeded random order, sent in turn by each wrk thread."""
+    path.write_text("".join(f"{t}\n" for t in shuffled_test_queries(seed)))
     return path
 
 
@@ -122,7 +112,8 @@ def test_load_wrk_static_on_vs_off(served: dict[str, str], tmp_path: Path) -> No
     wrk = shutil.which("wrk")
     if wrk is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
-    script = write_queries_lua(tmp_path / "queries.lua")
+    script = HERE / "queries.lua"  # reads queries.txt beside it, checked here against the split
+    assert (HERE / "queries.txt").read_text() == write_queries(tmp_path / "queries.txt").read_text()
     print()
     for connections in CONNECTIONS:
         for url in served.values():

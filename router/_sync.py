@@ -20,7 +20,10 @@ T = TypeVar("T")
 class SyncBridge:
     """Runs coroutines for synchronous callers on one long-lived loop thread (anyio's portal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """``on_start``: awaited on the bridge's loop when it starts (e.g. opening pooled clients there,
+        which ``close``'s ``last`` then closes)."""
+        self._on_start = on_start
         self._lock = threading.Lock()
         self._manager: AbstractContextManager[Any] | None = None
         self._portal: Any = None
@@ -30,8 +33,15 @@ class SyncBridge:
             if self._portal is None:
                 from anyio.from_thread import start_blocking_portal
 
-                self._manager = start_blocking_portal(name="router-sync")
-                self._portal = self._manager.__enter__()
+                manager = start_blocking_portal(name="router-sync")
+                portal = manager.__enter__()
+                try:
+                    if self._on_start is not None:
+                        portal.call(self._on_start)
+                except BaseException:
+                    manager.__exit__(None, None, None)
+                    raise
+                self._manager, self._portal = manager, portal
             return self._portal
 
     @property

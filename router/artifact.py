@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from router._strict import Strict
 from router.calibration import Calibration
 from router.config import RouterConfig
 from router.errors import IndexLoadError, StaleIndexError
@@ -56,8 +57,7 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 
 
-class MinedRuleRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MinedRuleRecord(Strict):
     intent: str
     keyword: str
     train_support: int
@@ -65,16 +65,14 @@ class MinedRuleRecord(BaseModel):
     val_precision: float
 
 
-class FileRecord(BaseModel):
+class FileRecord(Strict):
     """One file of an index as the build wrote it."""
 
-    model_config = ConfigDict(extra="forbid")
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class IndexManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IndexManifest(Strict):
     format_version: int
     name: str
     encoder_id: str
@@ -329,9 +327,10 @@ def check_fresh(manifest: IndexManifest, encoder_id: str, intents: IntentSet | N
 
 
 def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, static: bool = True,
-                  verified: IndexManifest | None = None) -> IndexArtifact:
+                  verified: IndexManifest | None = None, config: RouterConfig | None = None) -> IndexArtifact:
     """``static=False`` skips the static table (served with ``--static off``). ``verified``: the manifest
-    ``open_index`` returned for ``folder`` (a generation folder), so that the files are hashed once."""
+    ``open_index`` returned for ``folder`` (a generation folder), so that the files are hashed once;
+    ``config``: its ``config.json`` already parsed, so that it is read once."""
     if verified is None:
         folder, manifest = open_index(folder, static)
     else:
@@ -339,7 +338,8 @@ def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, st
     broken = f"index {folder} is incomplete or corrupt"
     rebuild = _rebuild(manifest.name)
     try:
-        config = RouterConfig.model_validate_json((folder / "config.json").read_text())
+        if config is None:
+            config = RouterConfig.model_validate_json((folder / "config.json").read_text())
         intents = IntentSet.model_validate_json((folder / "intents.json").read_text())
         head = LinearHead.load(folder / "head.npz")
         with np.load(folder / "examples.npz") as data:

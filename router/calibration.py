@@ -17,14 +17,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from router._strict import Strict
 
 
-class Calibration(BaseModel):
+class Calibration(Strict):
     """Fitted thresholds plus the figures they reached on the held-out split."""
 
     # accept_threshold is inf when no threshold reaches the target; JSON's null would not load back.
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    model_config = ConfigDict(ser_json_inf_nan="constants")
     accept_threshold: float
     oos_similarity_floor: float
     target_precision: float

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
-from router.config import EncoderConfig, FinetuneConfig, RouterConfig, format_validation, load_config
+from router._strict import format_validation_error
+from router.config import EncoderConfig, FinetuneConfig, RouterConfig, load_config
 from router.errors import ConfigError, MissingDependency, RouterError
-from router.service.config import ServeConfig
+from router.service.config import ENV_PREFIX, ServeConfig, load_serve_config
 
 
 def _config_from_args(args: argparse.Namespace) -> RouterConfig:
@@ -45,7 +47,7 @@ def _config_from_args(args: argparse.Namespace) -> RouterConfig:
     try:
         return RouterConfig.model_validate(data)  # re-runs the validators on the merged values
     except ValidationError as exc:
-        raise ConfigError(format_validation(exc, "command line")) from exc
+        raise ConfigError(format_validation_error(exc, "command line")) from exc
 
 
 def _llm_from_args(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -152,13 +154,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
         try:
             llm = LLMConfig.model_validate({**_llm_from_args(args, None), "gate": "on"})
         except ValidationError as exc:
-            raise ConfigError(format_validation(exc, "--llm options")) from exc
+            raise ConfigError(format_validation_error(exc, "--llm options")) from exc
     router = Router.load(args.index, index_dir=args.index_dir, llm=llm)
     try:
         if router.escalator is not None:
             print(f"tier 2: {router.escalator.status}", file=sys.stderr)
-        if router.tier2 is not None:
-            router.tier2.warm()  # the first call would otherwise carry the model load and the prompt cache fill
+        router.warm()  # the first call would otherwise carry the model load and the prompt cache fill
         for text in args.text:
             print(json.dumps(router.classify(text).to_dict()))
     finally:
@@ -194,24 +195,14 @@ _SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pr
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from router.service import ServeConfig, serve
+        from router.service import serve
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _SERVER_MODULES:
             raise
         raise MissingDependency(f"router serve needs the [server] extra ({exc.name} is not installed): "
                                 "pip install 'tiered-router[server]'") from exc
 
-    keys = ("host", "port", "index", "index_dir", "encoder_threads", "encoder_cache_size", "batch_window_ms",
-            "batch_max", "batch_max_tokens", "max_in_flight", "request_timeout_s", "api_key_env", "skills",
-            "model_routing", "max_dispatch_in_flight",
-            "header_timeout_s", "max_header_bytes", "body_timeout_s", "keep_alive_timeout_s")
-    options: dict[str, Any] = {k: getattr(args, k) for k in keys}
-    if args.static is not None:
-        options["static"] = args.static == "on"
-    try:
-        config = ServeConfig.model_validate({k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        raise ConfigError(format_validation(exc, "router serve")) from exc
+    config = load_serve_config(_serve_options(args))
     serve(config)
     return 0
 
@@ -242,8 +233,11 @@ def cmd_eval_skills(args: argparse.Namespace) -> int:
         if ref.provider not in config.providers or ref.model not in config.prices:
             raise ConfigError(f"--models: {ref.key!r} needs a provider in `providers` and a price in `prices` of "
                               "the model-routing file")
-    with Dispatcher(config, skills) as dispatcher:
-        report = asyncio.run(eval_skills(dispatcher, cases, refs, args.tolerance))
+    async def evaluate() -> dict[str, Any]:
+        async with Dispatcher(config, skills) as dispatcher:  # its connections live and close on this loop
+            return await eval_skills(dispatcher, cases, refs, args.tolerance)
+
+    report = asyncio.run(evaluate())
     if args.json:
         print(json.dumps(report))
         return 0
@@ -260,8 +254,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from router.dispatch.evaluate import drill
 
     config, skills, cases = _dispatch_setup(args)
-    with Dispatcher(config, skills) as primary, Dispatcher(config, skills, drill_stages=frozenset({args.stage})) as d:
-        report = asyncio.run(drill(primary, d, cases, args.stage))
+    async def run_drill() -> dict[str, Any]:
+        async with Dispatcher(config, skills) as primary, Dispatcher(config, skills,
+                                                                     drill_stages=frozenset({args.stage})) as d:
+            return await drill(primary, d, cases, args.stage)
+
+    report = asyncio.run(run_drill())
     if args.json:
         print(json.dumps(report))
     else:
@@ -295,9 +293,44 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
-def _serve_default(field: str) -> Any:
-    """Help text takes its defaults from the config model, so that the two cannot disagree."""
-    return ServeConfig.model_fields[field].default
+_SWITCH = {"on": True, "off": False, "auto": None}
+
+
+def _field_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) of a ServeConfig field: ``int | None`` is (int, True)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, UnionType) and len(args) == 1:
+        return args[0], True
+    return annotation, False
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    """One flag per ``ServeConfig`` field: ``--kebab-case``, its help the field's description and default
+    (taken from the model, so the two cannot disagree). A bool is ``on|off``, an optional one also ``auto``
+    (None: decided at start-up). A flag left out is None, and the environment or the default applies."""
+    p.epilog = (f"Each option can also be set in the environment as {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}PORT); "
+                "a flag wins over the variable.")
+    for name, field in ServeConfig.model_fields.items():
+        kind, optional = _field_type(field.annotation)
+        text = field.description or name.replace("_", " ")
+        if field.default is not None:
+            text += f" (default {field.default})"
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, choices=["on", "off", "auto"] if optional else ["on", "off"], help=text)
+        else:
+            p.add_argument(flag, type=kind, help=text)
+
+
+def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ServeConfig`` values given on the command line (a flag left out is not among them)."""
+    options: dict[str, Any] = {}
+    for name, field in ServeConfig.model_fields.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        options[name] = _SWITCH[value] if _field_type(field.annotation)[0] is bool else value
+    return options
 
 
 def _add_index_dir(p: argparse.ArgumentParser) -> None:
@@ -350,40 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve POST /v1/classify over HTTP (default 127.0.0.1:8000, index 'default'); "
                                      "needs the [server] extra")
-    p.add_argument("--host", help=f"default {_serve_default('host')}")
-    p.add_argument("--port", type=int, help=f"default {_serve_default('port')}")
-    p.add_argument("--index", help=f"index name or folder (default: {_serve_default('index')})")
-    _add_index_dir(p)
-    p.add_argument("--encoder-threads", type=int, help="ONNX Runtime threads (default: one per core, at most 4)")
-    p.add_argument("--static", choices=["on", "off"], help="serve tier 1a, the static token table (default: on "
-                   "when the index has one)")
-    p.add_argument("--encoder-cache-size", type=int,
-                   help="query-embedding cache entries, 0: off (default: the index's, 4096 unless built otherwise)")
-    p.add_argument("--batch-window-ms", type=float,
-                   help=f"micro-batch window (default {_serve_default('batch_window_ms')})")
-    p.add_argument("--batch-max", type=int, help=f"texts per micro-batch (default {_serve_default('batch_max')})")
-    p.add_argument("--batch-max-tokens", type=int,
-                   help="tokens per encoder job (texts x the longest); a bigger batch is split into jobs that "
-                        f"take turns with other requests' (default {_serve_default('batch_max_tokens')})")
-    p.add_argument("--max-in-flight", type=int,
-                   help=f"requests in flight before 503 (default {_serve_default('max_in_flight')})")
-    p.add_argument("--request-timeout-s", type=float,
-                   help=f"per-request timeout in seconds (default {_serve_default('request_timeout_s')})")
-    p.add_argument("--max-dispatch-in-flight", type=int,
-                   help="dispatch, approval and session requests in flight before 503 "
-                        f"(default {_serve_default('max_dispatch_in_flight')})")
-    p.add_argument("--header-timeout-s", type=float, help="seconds a request's headers may take to arrive, then 408 "
-                                                          f"(default {_serve_default('header_timeout_s')})")
-    p.add_argument("--max-header-bytes", type=int,
-                   help=f"request headers over this size get 431 (default {_serve_default('max_header_bytes')})")
-    p.add_argument("--body-timeout-s", type=float, help="seconds a request's body may take to arrive, then 408 "
-                                                        f"(default {_serve_default('body_timeout_s')})")
-    p.add_argument("--keep-alive-timeout-s", type=int, help="an idle kept-alive connection is closed after this "
-                                                            f"(default {_serve_default('keep_alive_timeout_s')})")
-    p.add_argument("--api-key-env", help="require 'Authorization: Bearer <value of this env var>' (default: no auth)")
-    p.add_argument("--skills", help="module:registry of skills; turns on POST /v1/dispatch "
-                                    "(e.g. router.dispatch.demo:registry)")
-    p.add_argument("--model-routing", help="model-routing file for the dispatcher, merged over the shipped one")
+    _add_serve_args(p)
     p.set_defaults(func=cmd_serve)
 
     def dispatch_args(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ are translated too, so no httpx exception escapes::
         decision = client.classify("wake me at 7")
 
     async with AsyncRouterClient(api_key_env="ROUTER_API_KEY") as client:
-        decisions = await client.classify_batch(["hi", "what's the weather in oslo"])
+        decisions = await client.classify_many(["hi", "what's the weather in oslo"])
 
 A 503 (the service's max_in_flight refusal) is retried, waiting what its Retry-After asks for.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -39,7 +38,6 @@ from tenacity import (
 )
 
 from router.decision import Decision
-from router.dispatch.providers.http import parse_retry_after
 from router.dispatch.result import DispatchResult
 from router.errors import (
     ConfigError,
@@ -52,6 +50,8 @@ from router.errors import (
     ServiceTimeout,
     ServiceUnavailable,
 )
+from router.providers import parse_retry_after
+from router.settings import secret
 from router.validation import check_batch, check_text
 
 __all__ = [
@@ -108,7 +108,7 @@ class _ClientBase:
             raise ConfigError("api_key must be a non-empty string without surrounding whitespace (value not shown)")
         self.api_key_env = api_key_env
         # An empty variable counts as unset, as for the server (which refuses to start with one).
-        key = api_key if api_key is not None else (os.environ.get(api_key_env) or None) if api_key_env else None
+        key = api_key if api_key is not None else secret(api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._backoff = wait_random_exponential(multiplier=_BACKOFF_S, max=max(self.max_retry_wait, _BACKOFF_S))
         self._closed = False
@@ -291,7 +291,7 @@ class RouterClient(_ClientBase):
         body = self._classify_body("text", check_text(text, _NO_LIMIT), top_k)
         return self._decisions("POST", "/v1/classify", self._send("POST", "/v1/classify", body), 1)[0]
 
-    def classify_batch(self, texts: Sequence[str], *, top_k: int | None = None) -> list[Decision]:
+    def classify_many(self, texts: Sequence[str], *, top_k: int | None = None) -> list[Decision]:
         """``POST /v1/classify`` with a batch; one Decision per text, in order."""
         body = self._classify_body("texts", check_batch(texts, _NO_LIMIT, _NO_LIMIT), top_k)
         return self._decisions("POST", "/v1/classify", self._send("POST", "/v1/classify", body), len(texts))
@@ -387,7 +387,7 @@ class AsyncRouterClient(_ClientBase):
         body = self._classify_body("text", check_text(text, _NO_LIMIT), top_k)
         return self._decisions("POST", "/v1/classify", await self._send("POST", "/v1/classify", body), 1)[0]
 
-    async def classify_batch(self, texts: Sequence[str], *, top_k: int | None = None) -> list[Decision]:
+    async def classify_many(self, texts: Sequence[str], *, top_k: int | None = None) -> list[Decision]:
         """``POST /v1/classify`` with a batch; one Decision per text, in order."""
         body = self._classify_body("texts", check_batch(texts, _NO_LIMIT, _NO_LIMIT), top_k)
         return self._decisions("POST", "/v1/classify", await self._send("POST", "/v1/classify", body), len(texts))

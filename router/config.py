@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from router._strict import Strict, format_validation_error
 from router.errors import ConfigError
 from router.llm.config import LLMConfig
 from router.yaml_file import read_mapping
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EncoderConfig(_Strict):
+class EncoderConfig(Strict):
     backend: str = "onnx"
     model: str = "minilm-l6-int8"
     threads: int = Field(1, ge=1, le=256)
@@ -29,7 +26,7 @@ class EncoderConfig(_Strict):
     models_dir: str | None = None
 
 
-class VectorIndexConfig(_Strict):
+class VectorIndexConfig(Strict):
     kind: str = "auto"
     # Below this many examples an exact scan is as fast as a graph; from here on HNSW.
     auto_hnsw_from: int = Field(4096, ge=1)
@@ -39,13 +36,13 @@ class VectorIndexConfig(_Strict):
     neighbours: int = Field(10, ge=1, le=1000)
 
 
-class HeadConfig(_Strict):
+class HeadConfig(Strict):
     l2: float = Field(1e-5, ge=0)
     epochs: int = Field(300, ge=1, le=100_000)
     learning_rate: float = Field(0.1, gt=0)
 
 
-class CalibrationConfig(_Strict):
+class CalibrationConfig(Strict):
     target_precision: float = Field(0.97, gt=0.5, lt=1.0)
     oos_prior: float = Field(0.2, ge=0.0, lt=1.0)
     z: float = Field(1.0, ge=0.0, le=5.0)
@@ -55,7 +52,7 @@ class CalibrationConfig(_Strict):
     fallback_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
-class StaticConfig(_Strict):
+class StaticConfig(Strict):
     """Tier 1a: the static token table distilled from the encoder, with its own head and calibration."""
 
     enabled: bool = True
@@ -76,7 +73,7 @@ class StaticConfig(_Strict):
     oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)
 
 
-class RulesConfig(_Strict):
+class RulesConfig(Strict):
     mine: bool = False
     min_precision: float = Field(0.995, gt=0.5, le=1.0)
     min_train_support: int = Field(15, ge=1)
@@ -89,7 +86,7 @@ class RulesConfig(_Strict):
     match_timeout_ms: float = Field(20.0, gt=0, le=60_000)
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(Strict):
     """``router build --finetune``: tune the encoder itself on the intents (the ``[train]`` extra).
 
     The tuned encoder is served as ONNX from the index folder, without torch (router/train/).
@@ -128,12 +125,12 @@ class FinetuneConfig(_Strict):
     threads: int | None = Field(None, ge=1, le=256)
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     max_text_chars: int = Field(2000, ge=1, le=1_000_000)
     max_batch: int = Field(256, ge=1, le=100_000)
 
 
-class RouterConfig(_Strict):
+class RouterConfig(Strict):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
     # Exactly one source: an intent YAML / labelled JSONL or CSV file, or a shipped dataset name.
     intents: str | None = None
@@ -161,17 +158,6 @@ class RouterConfig(_Strict):
         return self
 
 
-def format_validation(exc: ValidationError, source: str) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{source}: unknown key {key!r}")
-        else:
-            parts.append(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
-
-
 def load_config(path: str | Path) -> RouterConfig:
     """Read a YAML router config; relative file paths in it are taken relative to the file."""
     path = Path(path)
@@ -182,4 +168,4 @@ def load_config(path: str | Path) -> RouterConfig:
     try:
         return RouterConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation(exc, str(path))) from exc
+        raise ConfigError(format_validation_error(exc, str(path))) from exc

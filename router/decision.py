@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 TIER_RULES = "rules"
 TIER_STATIC = "static"
@@ -62,7 +64,9 @@ class Decision:
         return self.intent is not None and not self.escalate and not self.out_of_scope
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The Decision as plain JSON types: the one shape, also the HTTP service's (``DECISION``)."""
+        data: dict[str, Any] = DECISION.dump_python(self)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
@@ -71,19 +75,16 @@ class Decision:
         Keys it does not know are ignored, so a newer server's payload still parses; a missing
         required key raises TypeError. Lists and dicts are copied, never shared with ``data``.
         """
-        values = _known(cls, data)
-        if "candidates" in values:
-            values["candidates"] = [Candidate(**_known(Candidate, c)) for c in values["candidates"]]
-        if values.get("llm") is not None:
-            llm = _known(LLMCall, values["llm"])
-            values["llm"] = LLMCall(**{**llm, "fallback_from": list(llm.get("fallback_from", []))})
-        for name, copy in (("slots", dict), ("latency_us", dict), ("flags", list)):
-            if name in values:
-                values[name] = copy(values[name])
-        return cls(**values)
+        try:
+            return DECISION.validate_python(data)
+        except ValidationError as exc:
+            missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
+            if missing:
+                raise TypeError(f"Decision.from_dict: missing required key(s): {', '.join(missing)}") from None
+            raise
 
 
-def _known(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``data`` that are fields of the dataclass ``cls``."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
+# The one serialisation of a Decision: to_dict/from_dict, the HTTP responses and their OpenAPI
+# schema, the client and the bench all go through it. Unknown keys are ignored (pydantic's default
+# for a stdlib dataclass), so a newer server's payload still parses.
+DECISION: TypeAdapter[Decision] = TypeAdapter(Decision)

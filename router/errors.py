@@ -10,7 +10,7 @@ boundary so callers catch one family::
     ├── InputError             a query the router refuses (empty, not a string, too long,
     │                          batch too large); also a ValueError
     ├── ModelError             model package missing, file hash mismatch, export failure
-    ├── IndexLoadError            no index where one was expected, unreadable files
+    ├── IndexLoadError         no index where one was expected, unreadable files
     │   └── StaleIndexError    manifest disagrees with the configured encoder or intents
     ├── ProviderError          a model backend (tier-2 LLM, premium provider) failed one call
     │   ├── ProviderTimeout    no answer within the per-call timeout              (retryable)
@@ -110,7 +110,7 @@ class ModelError(RouterError):
     """An encoder model is missing, corrupt or cannot be loaded."""
 
 
-class IndexLoadError(RouterError):  # noqa: N801 - trailing underscore avoids shadowing builtin
+class IndexLoadError(RouterError):
     """A built index is missing or unreadable."""
 
 

@@ -80,7 +80,7 @@ def evaluate(router: Router, test: Labelled, progress: bool | Progress = False) 
     report = score_decisions(decisions, test.labels, known)
     if router.escalator is not None:
         report.update(tier2_metrics(decisions, [lab if lab in known else OOS for lab in test.labels]))
-        report["llm_backend"] = [c.name for c in router.escalator.clients]
+        report["llm_backend"] = list(router.escalator.providers)
     lat = np.array(latencies) / 1000.0
     report["latency_p50_us"] = round(float(np.percentile(lat, 50)), 1)
     report["latency_p99_us"] = round(float(np.percentile(lat, 99)), 1)
@@ -106,7 +106,7 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
         try:
             if router.tier2 is not None:
                 with show.stage("load the LLM"):
-                    router.tier2.warm()
+                    router.warm()
             result = evaluate(router, test, show)
         finally:
             router.close()

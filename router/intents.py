@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router._strict import Strict, format_validation_error
 from router.errors import ConfigError
 from router.rules import pattern_hazard
 from router.yaml_file import read_mapping
@@ -24,10 +24,10 @@ from router.yaml_file import read_mapping
 OOS = "oos"
 
 
-class Intent(BaseModel):
+class Intent(Strict):
     """One intent (skill trigger): examples for tier 1, optional rules for tier 0."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
     name: str = Field(min_length=1, max_length=128, pattern=r"^\S+$")
     description: str = ""
     examples: tuple[str, ...] = ()
@@ -35,7 +35,6 @@ class Intent(BaseModel):
     keywords: tuple[str, ...] = ()
     negative_examples: tuple[str, ...] = ()
     skill: str | None = None
-    writes: bool = False
 
     @field_validator("name")
     @classmethod
@@ -65,8 +64,8 @@ class Intent(BaseModel):
         return self
 
 
-class IntentSet(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IntentSet(Strict):
+    model_config = ConfigDict(frozen=True)
     intents: tuple[Intent, ...] = Field(min_length=1)
     # Out-of-scope examples (label ``oos`` in a labelled file): negatives for training.
     oos_examples: tuple[str, ...] = ()
@@ -107,34 +106,13 @@ class Labelled:
         return len(self.texts)
 
 
-def _describe(exc: ValidationError, source: str, data: Any) -> str:
-    """Turn pydantic's locations into 'file: intent NAME: key' messages."""
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = source
-        if len(loc) >= 2 and loc[0] == "intents" and isinstance(loc[1], int):
-            try:
-                name = data["intents"][loc[1]].get("name", f"#{loc[1]}")
-            except (KeyError, IndexError, TypeError, AttributeError):
-                name = f"#{loc[1]}"
-            where += f": intent {name!r}"
-            loc = loc[2:]
-        key = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key {key!r}")
-        else:
-            lines.append(f"{where}: {key + ': ' if key else ''}{err['msg']}")
-    return "; ".join(lines)
-
-
 def intent_set_from_yaml(path: str | Path) -> IntentSet:
     path = Path(path)
     data = read_mapping(path, "intents file", "a mapping with an 'intents' list")
     try:
         return IntentSet.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path), data)) from exc
+        raise ConfigError(format_validation_error(exc, str(path), data)) from exc
 
 
 def read_labelled(path: str | Path) -> Labelled:
@@ -208,15 +186,6 @@ def training_pairs(intents: IntentSet) -> Labelled:
         labels.extend([OOS] * len(intent.negative_examples))
     texts.extend(intents.oos_examples)
     labels.extend([OOS] * len(intents.oos_examples))
-    return Labelled(texts, labels)
-
-
-def concat(parts: Iterable[Labelled]) -> Labelled:
-    texts: list[str] = []
-    labels: list[str] = []
-    for part in parts:
-        texts.extend(part.texts)
-        labels.extend(part.labels)
     return Labelled(texts, labels)
 
 

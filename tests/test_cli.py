@@ -1,3 +1,4 @@
+import argparse
 import importlib.metadata
 import json
 import subprocess
@@ -127,6 +128,7 @@ def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_i
     import os
 
     from router.config import EncoderConfig
+    from router.router import built_config
     from router.service.config import ServeConfig
     from router.service.server import _serving_encoder
 
@@ -136,8 +138,28 @@ def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_i
     for field in ("port", "batch_window_ms", "batch_max", "max_in_flight", "request_timeout_s"):
         assert f"default {ServeConfig.model_fields[field].default}" in text
     assert "ONNX Runtime threads (default: one per core, at most 4)" in text
-    served = _serving_encoder(ServeConfig(index=str(mini_index)))  # what serve does without --encoder-threads
+    # what serve does without --encoder-threads
+    served = _serving_encoder(ServeConfig(index=str(mini_index)), built_config(mini_index).encoder)
     assert served is not None and served.threads == min(os.cpu_count() or 1, 4)
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     assert f"(default {EncoderConfig.model_fields['threads'].default})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_serve_flags_are_generated_from_the_config_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.cli import _serve_options, build_parser
+    from router.service.config import ServeConfig, load_serve_config
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {opt for action in commands.choices["serve"]._actions for opt in action.option_strings}
+    assert {"--" + name.replace("_", "-") for name in ServeConfig.model_fields} <= flags
+
+    args = parser.parse_args(["serve", "--port", "8100", "--static", "off", "--request-timeout-s", "2.5"])
+    assert _serve_options(args) == {"port": 8100, "static": False, "request_timeout_s": 2.5}  # only what was given
+    monkeypatch.setenv("ROUTER_SERVE_PORT", "9000")
+    monkeypatch.setenv("ROUTER_SERVE_BATCH_MAX", "7")
+    config = load_serve_config(_serve_options(args))
+    assert config.port == 8100 and config.batch_max == 7  # the flag beats the variable; the variable the default
+    auto = parser.parse_args(["serve", "--static", "auto"])
+    assert _serve_options(auto) == {"static": None}

@@ -18,26 +18,14 @@ import httpx
 import pytest
 import yaml
 
-from router import Router
+from router import Router, errors
 from router.client import AsyncRouterClient, DispatchReply, RouterClient
 from router.decision import Candidate, Decision, LLMCall
 from router.dispatch import DispatchResult
-from router.errors import (
-    ConfigError,
-    DispatchError,
-    InputError,
-    RouterError,
-    ServiceAuthError,
-    ServiceDispatchError,
-    ServiceError,
-    ServiceInputError,
-    ServiceTimeout,
-    ServiceUnavailable,
-)
 from router.service import ServeConfig, build_server
 from router.testing import free_port
 from tests.dispatch.conftest import Fakes, fakes, provider_section  # noqa: F401 - fixtures
-from tests.service.conftest import Running, server, start_server  # noqa: F401 - fixtures
+from tests.service.conftest import Running, server, skills_index, start_server  # noqa: F401 - fixtures
 
 TEXTS = ["what is my checking account balance at chase", "how do you say hello in japanese",
          "send 50 dollars between bank of america and chase accounts", "zebra stripes quantum lasagna",
@@ -58,12 +46,12 @@ def _without_latency(decisions: list[Decision]) -> list[Decision]:
 
 @pytest.fixture
 def dispatch_server(start_server: Callable[..., Running], fakes: Fakes,  # noqa: F811 - the fixtures
-                    tmp_path: Path) -> Callable[..., Running]:
+                    tmp_path: Path, skills_index: Path) -> Callable[..., Running]:  # noqa: F811
     def make(**routing: Any) -> Running:
         path = tmp_path / f"routing-{len(list(tmp_path.iterdir()))}.yaml"
         path.write_text(yaml.safe_dump({"providers": provider_section(fakes), "trace": {"sink": "memory"},
                                         "retry": {"max_retries": 0}, **routing}))
-        return start_server(skills="router.dispatch.demo:registry", model_routing=str(path))
+        return start_server(skills="router.dispatch.demo:registry", model_routing=str(path), index=skills_index)
 
     return make
 
@@ -158,24 +146,24 @@ def test_decision_from_dict_ignores_unknown_keys_and_needs_required_ones() -> No
 
 
 def test_real_decisions_round_trip(mini_router: Router) -> None:
-    for d in mini_router.classify_batch(TEXTS):
+    for d in mini_router.classify_many(TEXTS):
         assert Decision.from_dict(d.to_dict()) == d
 
 
 # -- classify against the real service ------------------------------------------------------------
 def test_classify_returns_the_routers_own_decisions(shared: Running, mini_router: Router) -> None:
-    expected = mini_router.classify_batch(TEXTS)
+    expected = mini_router.classify_many(TEXTS)
     # The texts cover two tiers, an out-of-scope query and an escalation, so each field is compared for real.
     assert {d.tier for d in expected} == {"static", "embedding"}
     assert any(d.out_of_scope for d in expected) and any(d.escalate for d in expected)
     with RouterClient(shared.url) as client:
         one = client.classify(TEXTS[1])
-        batch = client.classify_batch(TEXTS)
+        batch = client.classify_many(TEXTS)
         assert isinstance(one, Decision) and all(isinstance(d, Decision) for d in batch)
         assert all(isinstance(c, Candidate) for d in batch for c in d.candidates)
         assert _without_latency([one]) == _without_latency([mini_router.classify(TEXTS[1])])
         assert _without_latency(batch) == _without_latency(expected)
-        assert [len(d.candidates) for d in client.classify_batch(TEXTS, top_k=1)] == [1] * len(TEXTS)
+        assert [len(d.candidates) for d in client.classify_many(TEXTS, top_k=1)] == [1] * len(TEXTS)
 
 
 def test_health_and_readiness(server: Running) -> None:  # noqa: F811
@@ -190,32 +178,32 @@ def test_health_and_readiness(server: Running) -> None:  # noqa: F811
 
 @pytest.mark.parametrize(("call", "needle"), [
     (lambda c: c.classify("x" * 2001), "body.text: String should have at most 2000 characters"),
-    (lambda c: c.classify_batch(["hi"] * 257), "body.texts: List should have at most 256 items"),
+    (lambda c: c.classify_many(["hi"] * 257), "body.texts: List should have at most 256 items"),
     (lambda c: c.classify("hi", top_k=101), "body.top_k: Input should be less than or equal to 100"),
 ])
 def test_the_services_422_is_an_input_error_with_its_detail(shared: Running, call: Callable[[RouterClient], Any],
                                                              needle: str) -> None:
-    with RouterClient(shared.url) as client, pytest.raises(ServiceInputError) as caught:
+    with RouterClient(shared.url) as client, pytest.raises(errors.ServiceInputError) as caught:
         call(client)
-    assert isinstance(caught.value, InputError) and caught.value.status == 422
+    assert isinstance(caught.value, errors.InputError) and caught.value.status == 422
     assert str(caught.value).startswith("POST /v1/classify: HTTP 422: ") and needle in str(caught.value)
 
 
 def test_413_is_an_input_error_naming_the_limit(start_server: Callable[..., Running]) -> None:  # noqa: F811
-    with RouterClient(start_server(max_body_bytes=1000).url) as client, pytest.raises(InputError) as caught:
+    with RouterClient(start_server(max_body_bytes=1000).url) as client, pytest.raises(errors.InputError) as caught:
         client.classify("a" * 1200)
-    assert isinstance(caught.value, ServiceInputError) and caught.value.status == 413
+    assert isinstance(caught.value, errors.ServiceInputError) and caught.value.status == 413
     assert "max_body_bytes=1000" in str(caught.value)
 
 
 # -- the bearer key -------------------------------------------------------------------------------
 def test_a_missing_or_wrong_key_is_an_auth_error(auth_server: Running) -> None:
-    with RouterClient(auth_server.url) as client, pytest.raises(ServiceAuthError) as caught:
+    with RouterClient(auth_server.url) as client, pytest.raises(errors.ServiceAuthError) as caught:
         client.classify("hi")
     assert caught.value.status == 401 and f"${KEY_ENV}" in str(caught.value)
     assert "this client sent no API key" in str(caught.value)
     with RouterClient(auth_server.url, api_key="s3cret-client-tokeX") as client:
-        with pytest.raises(ServiceAuthError, match="HTTP 401") as caught:
+        with pytest.raises(errors.ServiceAuthError, match="HTTP 401") as caught:
             client.classify("hi")
         assert "sent no API key" not in str(caught.value) and "tokeX" not in str(caught.value)
         assert client.healthz() == {"status": "ok"}  # probes stay open
@@ -253,7 +241,7 @@ def test_dispatch_returns_the_dispatchers_result_with_the_decision(dispatch_serv
         assert reply.approval_id is not None
         done = client.approve(reply.approval_id)
         assert done.status == "ok" and done.result["sent"] == 20 and done.decision is None
-        with pytest.raises(ServiceDispatchError) as caught:  # single use
+        with pytest.raises(errors.ServiceDispatchError) as caught:  # single use
             client.approve(reply.approval_id)
         assert caught.value.status == 404 and caught.value.error == "ApprovalError"
         totals = client.session("u1")
@@ -264,39 +252,39 @@ def test_dispatch_returns_the_dispatchers_result_with_the_decision(dispatch_serv
         assert pending.approval_id is not None
         assert client.reject(pending.approval_id) == {"status": "rejected", "approval_id": pending.approval_id,
                                                        "skill": "transfer"}
-        with pytest.raises(ServiceDispatchError, match="ApprovalError"):
+        with pytest.raises(errors.ServiceDispatchError, match="ApprovalError"):
             client.approve(pending.approval_id)
-        with pytest.raises(InputError, match="approval_id must be a non-empty string"):
+        with pytest.raises(errors.InputError, match="approval_id must be a non-empty string"):
             client.approve(" ")
 
 
 def test_dispatch_refusals_are_dispatch_errors(dispatch_server: Callable[..., Running]) -> None:
     with RouterClient(dispatch_server(budgets={"session_steps": 1}).url) as client:
-        with pytest.raises(ServiceDispatchError) as caught:
+        with pytest.raises(errors.ServiceDispatchError) as caught:
             client.dispatch("u", skill="rm_rf", params={})
         # 403 here is the allowlist, not the bearer key.
         assert caught.value.error == "SkillNotAllowed" and caught.value.status == 403
-        assert isinstance(caught.value, DispatchError) and not isinstance(caught.value, ServiceAuthError)
+        assert isinstance(caught.value, errors.DispatchError) and not isinstance(caught.value, errors.ServiceAuthError)
         assert "HTTP 403 SkillNotAllowed" in str(caught.value) and "rm_rf" in str(caught.value)
 
-        with pytest.raises(ServiceDispatchError) as caught:
+        with pytest.raises(errors.ServiceDispatchError) as caught:
             client.dispatch("u1", skill="balance", params={"account": "gold"})
         assert caught.value.error == "InvalidParameters" and caught.value.status == 422
 
         client.dispatch("u2", skill="balance", params={})
-        with pytest.raises(ServiceDispatchError) as caught:
+        with pytest.raises(errors.ServiceDispatchError) as caught:
             client.dispatch("u2", skill="balance", params={})
         assert caught.value.status == 429 and caught.value.error == "BudgetExceeded"
         assert caught.value.body["budget"] == "session_steps" and "session_steps" in str(caught.value)
 
-        with pytest.raises(ServiceInputError, match="body.text: String should have at most 4000 characters"):
+        with pytest.raises(errors.ServiceInputError, match="body.text: String should have at most 4000 characters"):
             client.dispatch("u", "x" * 4001)
 
 
 def test_dispatch_without_skills_names_the_missing_option(shared: Running) -> None:
-    with RouterClient(shared.url) as client, pytest.raises(ServiceError) as caught:
+    with RouterClient(shared.url) as client, pytest.raises(errors.ServiceError) as caught:
         client.dispatch("u", "hi")
-    assert type(caught.value) is ServiceError and caught.value.status == 404 and "--skills" in str(caught.value)
+    assert type(caught.value) is errors.ServiceError and caught.value.status == 404 and "--skills" in str(caught.value)
 
 
 # -- arguments, connection failures, timeouts -----------------------------------------------------
@@ -308,9 +296,9 @@ def _refusing_transport() -> httpx.MockTransport:
 
 
 @pytest.mark.parametrize(("call", "needle"), [
-    (lambda c: c.classify_batch([]), "texts is an empty list"),
-    (lambda c: c.classify_batch("hi"), "texts must be a list of strings, got str"),
-    (lambda c: c.classify_batch(["hi", " "]), "texts[1] is empty or only whitespace"),
+    (lambda c: c.classify_many([]), "texts is an empty list"),
+    (lambda c: c.classify_many("hi"), "texts must be a list of strings, got str"),
+    (lambda c: c.classify_many(["hi", " "]), "texts[1] is empty or only whitespace"),
     (lambda c: c.classify(42), "text must be a string, got int"),
     (lambda c: c.classify("hi", top_k=0), "top_k must be an integer >= 1 or None, got 0"),
     (lambda c: c.dispatch("", "hi"), "session_id must be a non-empty string, got ''"),
@@ -318,7 +306,7 @@ def _refusing_transport() -> httpx.MockTransport:
     (lambda c: c.dispatch("u", skill="balance", params=[1]), "params must be a mapping or None, got list"),
 ])
 def test_arguments_are_checked_before_anything_is_sent(call: Callable[[RouterClient], Any], needle: str) -> None:
-    with RouterClient(transport=_refusing_transport()) as client, pytest.raises(InputError) as caught:
+    with RouterClient(transport=_refusing_transport()) as client, pytest.raises(errors.InputError) as caught:
         call(client)
     assert needle in str(caught.value)
 
@@ -334,39 +322,39 @@ def test_arguments_are_checked_before_anything_is_sent(call: Callable[[RouterCli
     ({"http_client": "client"}, "http_client must be an httpx.Client, got str"),
 ])
 def test_options_are_checked(options: dict[str, Any], needle: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(errors.ConfigError) as caught:
         RouterClient(**options)
     assert needle in str(caught.value) and "padded" not in str(caught.value)
 
 
 def test_connection_refused_is_service_unavailable() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with RouterClient(url, retries=2) as client, pytest.raises(ServiceUnavailable) as caught:
+    with RouterClient(url, retries=2) as client, pytest.raises(errors.ServiceUnavailable) as caught:
         client.classify("hi")
-    assert caught.value.status is None and not isinstance(caught.value, ServiceTimeout)
+    assert caught.value.status is None and not isinstance(caught.value, errors.ServiceTimeout)
     assert f"POST {url}/v1/classify: connection failed (ConnectError" in str(caught.value)
 
 
 def test_no_answer_within_the_timeout_is_service_timeout(silent_port: int) -> None:
     with RouterClient(f"http://127.0.0.1:{silent_port}", timeout=0.2) as client:
-        with pytest.raises(ServiceTimeout, match=r"no answer within timeout=0\.2 s \(ReadTimeout\)"):
+        with pytest.raises(errors.ServiceTimeout, match=r"no answer within timeout=0\.2 s \(ReadTimeout\)"):
             client.classify("hi")
 
 
 def test_a_malformed_success_body_is_a_service_error() -> None:
     handler = Scripted((200, {}, {"decisions": [{"intent": "x"}]}), (200, {}, b"<html>"))
     with RouterClient(transport=httpx.MockTransport(handler)) as client:
-        with pytest.raises(ServiceError, match="unexpected body: no Decision list"):
+        with pytest.raises(errors.ServiceError, match="unexpected body: no Decision list"):
             client.classify("hi")
-        with pytest.raises(ServiceError, match="the body is not JSON"):
+        with pytest.raises(errors.ServiceError, match="the body is not JSON"):
             client.classify("hi")
 
 
 def test_a_500_is_a_service_error_with_the_servers_message() -> None:
     handler = Scripted((500, {}, {"message": "the encoder thread died"}))
-    with RouterClient(transport=httpx.MockTransport(handler)) as client, pytest.raises(ServiceError) as caught:
+    with RouterClient(transport=httpx.MockTransport(handler)) as client, pytest.raises(errors.ServiceError) as caught:
         client.classify("hi")
-    assert type(caught.value) is ServiceError and caught.value.status == 500
+    assert type(caught.value) is errors.ServiceError and caught.value.status == 500
     assert str(caught.value) == "POST /v1/classify: HTTP 500: the encoder thread died"
     assert len(handler.requests) == 1  # only 503 is retried
 
@@ -385,7 +373,7 @@ def test_a_503_is_retried_after_its_retry_after(caplog: pytest.LogCaptureFixture
 def test_503s_beyond_the_retries_raise_service_unavailable() -> None:
     handler = Scripted(BUSY)
     with RouterClient(transport=httpx.MockTransport(handler), retries=1) as client:
-        with pytest.raises(ServiceUnavailable) as caught:
+        with pytest.raises(errors.ServiceUnavailable) as caught:
             client.classify("hi")
     assert len(handler.requests) == 2 and caught.value.status == 503 and caught.value.retry_after == 0.01
     assert "HTTP 503: max_in_flight=1" in str(caught.value)
@@ -394,7 +382,7 @@ def test_503s_beyond_the_retries_raise_service_unavailable() -> None:
 def test_a_retry_after_over_max_retry_wait_is_not_waited_for() -> None:
     handler = Scripted((503, {"retry-after": "120"}, {"detail": "busy"}))
     with RouterClient(transport=httpx.MockTransport(handler), max_retry_wait=5) as client:
-        with pytest.raises(ServiceUnavailable) as caught:
+        with pytest.raises(errors.ServiceUnavailable) as caught:
             client.classify("hi")
     assert len(handler.requests) == 1 and caught.value.retry_after == 120
 
@@ -407,7 +395,7 @@ def test_an_injected_http_client_is_used_and_left_open(shared: Running, mini_rou
         with RouterClient(shared.url, http_client=http) as client:
             assert _without_latency([client.classify(TEXTS[0])]) == _without_latency([mini_router.classify(TEXTS[0])])
         assert seen == ["POST /v1/classify"] and not http.is_closed
-    with pytest.raises(RouterError, match="RouterClient is closed"):
+    with pytest.raises(errors.RouterError, match="RouterClient is closed"):
         client.classify("hi")
 
 
@@ -416,22 +404,22 @@ def test_an_injected_http_client_is_used_and_left_open(shared: Running, mini_rou
 async def test_async_classify_matches_the_router(shared: Running, mini_router: Router) -> None:
     async with AsyncRouterClient(shared.url) as client:
         one = await client.classify(TEXTS[0])
-        batch = await client.classify_batch(TEXTS)
+        batch = await client.classify_many(TEXTS)
         assert _without_latency([one]) == _without_latency([mini_router.classify(TEXTS[0])])
-        assert _without_latency(batch) == _without_latency(mini_router.classify_batch(TEXTS))
+        assert _without_latency(batch) == _without_latency(mini_router.classify_many(TEXTS))
         assert await client.healthz() == {"status": "ok"} and (await client.readyz())["ready"] is True
-        with pytest.raises(ServiceInputError, match="at most 2000 characters"):
+        with pytest.raises(errors.ServiceInputError, match="at most 2000 characters"):
             await client.classify("x" * 2001)
-        with pytest.raises(InputError, match="texts is an empty list"):
-            await client.classify_batch([])
-    with pytest.raises(RouterError, match="AsyncRouterClient is closed"):
+        with pytest.raises(errors.InputError, match="texts is an empty list"):
+            await client.classify_many([])
+    with pytest.raises(errors.RouterError, match="AsyncRouterClient is closed"):
         await client.classify("hi")
 
 
 @pytest.mark.anyio
 async def test_async_auth(auth_server: Running) -> None:
     async with AsyncRouterClient(auth_server.url) as client:
-        with pytest.raises(ServiceAuthError, match="HTTP 401"):
+        with pytest.raises(errors.ServiceAuthError, match="HTTP 401"):
             await client.classify("hi")
     async with AsyncRouterClient(auth_server.url, api_key=KEY) as client:
         assert isinstance(await client.classify("hi"), Decision)
@@ -444,13 +432,13 @@ async def test_async_dispatch(dispatch_server: Callable[..., Running], fakes: Fa
         reply = await client.dispatch("u1", "send 20 dollars to sam")
         assert reply.status == "pending_approval" and reply.decision is not None
         assert reply.decision.intent == "transfer" and reply.params is not None and reply.params["amount"] == 20
-        with pytest.raises(ServiceDispatchError) as caught:
+        with pytest.raises(errors.ServiceDispatchError) as caught:
             await client.dispatch("u", skill="rm_rf", params={})
         assert caught.value.error == "SkillNotAllowed"
         assert reply.approval_id is not None
         assert (await client.approve(reply.approval_id)).result["sent"] == 20
         assert (await client.session("u1"))["steps"] == 1
-        with pytest.raises(ServiceDispatchError, match="ApprovalError"):
+        with pytest.raises(errors.ServiceDispatchError, match="ApprovalError"):
             await client.reject(reply.approval_id)
 
 
@@ -459,20 +447,21 @@ async def test_async_retries_503_and_translates_connection_errors() -> None:
     handler = Scripted(BUSY, (200, {}, {"decisions": [_decision().to_dict()] * 2, "session_id": None}))
     transport = httpx.MockTransport(handler.handle_async)
     async with AsyncRouterClient(transport=transport) as client:
-        assert await client.classify_batch(["a", "b"]) == [_decision(), _decision()]
+        assert await client.classify_many(["a", "b"]) == [_decision(), _decision()]
     assert len(handler.requests) == 2
     async with AsyncRouterClient(f"http://127.0.0.1:{free_port()}") as client:
-        with pytest.raises(ServiceUnavailable, match="connection failed"):
+        with pytest.raises(errors.ServiceUnavailable, match="connection failed"):
             await client.classify("hi")
 
 
 @pytest.mark.anyio
 async def test_async_timeout(silent_port: int) -> None:
     async with AsyncRouterClient(f"http://127.0.0.1:{silent_port}", timeout=0.2) as client:
-        with pytest.raises(ServiceTimeout):
+        with pytest.raises(errors.ServiceTimeout):
             await client.readyz()
 
 
 def test_async_options_are_checked() -> None:
-    with httpx.Client() as sync_client, pytest.raises(ConfigError, match="must be an httpx.AsyncClient, got Client"):
+    with httpx.Client() as sync_client, \
+            pytest.raises(errors.ConfigError, match="must be an httpx.AsyncClient, got Client"):
         AsyncRouterClient(http_client=sync_client)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from router import (
     intent_set_from_yaml,
 )
 from router.artifact import read_manifest
+from router.decision import Decision
 
 
 def test_manifest_records_what_the_index_was_built_from(mini_index: Path, mini_intents: Path) -> None:
@@ -58,7 +59,7 @@ def test_guard_flags_reach_the_decision(mini_router: Router) -> None:
 
 def test_batch_equals_one_by_one(mini_router: Router) -> None:
     texts = ["what's the weather in paris", "send 10 dollars to bob", "hello there", "book me a flight to rome"]
-    batch = mini_router.classify_batch(texts)
+    batch = mini_router.classify_many(texts)
     singles = [mini_router.classify(t) for t in texts]
     assert [(d.intent, d.tier, d.escalate) for d in batch] == [(d.intent, d.tier, d.escalate) for d in singles]
     for a, b in zip(batch, singles, strict=True):
@@ -68,7 +69,7 @@ def test_batch_equals_one_by_one(mini_router: Router) -> None:
 def test_async_variants(mini_router: Router) -> None:
     d = asyncio.run(mini_router.aclassify("wake me at 7:30 am"))
     assert d.intent == "alarm" and d.slots == {"time": "7:30 am"}
-    ds = asyncio.run(mini_router.aclassify_batch(["hi", "what's my balance"]))
+    ds = asyncio.run(mini_router.aclassify_many(["hi", "what's my balance"]))
     assert len(ds) == 2
 
 
@@ -100,15 +101,15 @@ def test_text_at_the_limit_is_accepted(mini_router: Router) -> None:
 def test_batch_limits(mini_index: Path) -> None:
     router = Router.load(mini_index, limits=LimitsConfig(max_batch=3, max_text_chars=50))
     with pytest.raises(InputError, match=r"texts has 4 items; the limit \(limits.max_batch\) is 3"):
-        router.classify_batch(["a", "b", "c", "d"])
+        router.classify_many(["a", "b", "c", "d"])
     with pytest.raises(InputError, match="texts is an empty list"):
-        router.classify_batch([])
+        router.classify_many([])
     with pytest.raises(InputError, match="texts must be a list of strings, got str"):
-        router.classify_batch("hello")  # type: ignore[arg-type]
+        router.classify_many("hello")  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"texts\[1\] is empty"):
-        router.classify_batch(["fine", " "])
+        router.classify_many(["fine", " "])
     with pytest.raises(InputError, match=r"texts\[0\] has 51 characters"):
-        router.classify_batch(["y" * 51])
+        router.classify_many(["y" * 51])
 
 
 def test_stale_intents_are_refused(mini_index: Path, mini_intents: Path, tmp_path: Path) -> None:
@@ -175,3 +176,95 @@ def test_too_few_examples_fall_back_to_the_configured_threshold(tmp_path: Path) 
                           static={"enabled": False}, calibration={"fallback_threshold": 0.3})
     cal = Builder(config).build(tmp_path / "t").manifest.calibration
     assert not cal.fitted and cal.accept_threshold == 0.3 and "fewer than 2 examples" in cal.note
+
+
+# -- one way in: tiers=, close/aclose, an index read once ------------------------------------------
+def _with_memory_llm(mini_index: Path) -> Router:
+    from router.llm import LLMConfig
+
+    return Router.load(mini_index, llm=LLMConfig(backends=[{"backend": "memory"}], gate="on"))
+
+
+ESCALATED = "what about my money"  # tier 1 is not sure of it (tests/llm/conftest.py)
+
+
+def test_tiers_local_never_runs_tier_2_and_keeps_the_escalation(mini_index: Path) -> None:
+    with _with_memory_llm(mini_index) as router:
+        assert router.chain.names[-1] == "llm"
+        local = router.classify(ESCALATED, tiers="local")
+        assert local.escalate and local.tier != "llm" and local.llm is None
+        settled = router.classify(ESCALATED)
+        assert settled.tier == "llm" and not settled.escalate
+        assert [d.tier for d in router.classify_many([ESCALATED, ESCALATED], tiers="local")] == [local.tier] * 2
+
+        async def both() -> tuple[Decision, list[Decision]]:
+            return (await router.aclassify(ESCALATED, tiers="local"),
+                    await router.aclassify_many([ESCALATED], tiers="all"))
+
+        one, many = asyncio.run(both())
+        assert one.escalate and one.tier == local.tier and many[0].tier == "llm"
+
+
+@pytest.mark.parametrize("tiers", ["tier01", "ALL", None, 1])
+def test_an_unknown_tiers_value_is_refused_naming_it(mini_router: Router, tiers: object) -> None:
+    message = rf"tiers={tiers!r}: expected 'all' \(every tier\) or 'local'"
+    with pytest.raises(InputError, match=message):
+        mini_router.classify("hi", tiers=tiers)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=message):
+        mini_router.classify_many(["hi"], tiers=tiers)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=message):
+        asyncio.run(mini_router.aclassify("hi", tiers=tiers))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=message):
+        asyncio.run(mini_router.aclassify_many(["hi"], tiers=tiers))  # type: ignore[arg-type]
+
+
+def test_the_old_entry_points_are_gone(mini_router: Router) -> None:
+    for name in ("classify_batch", "aclassify_batch", "classify_fast", "classify_batch_fast", "aescalate"):
+        assert not hasattr(mini_router, name), name
+
+
+def test_close_and_aclose_with_and_without_tier_2(mini_index: Path) -> None:
+    router = _with_memory_llm(mini_index)
+    assert router.classify(ESCALATED).tier == "llm"  # the sync bridge started
+    router.close()
+    router.close()  # idempotent
+
+    async def in_async_with() -> str:
+        async with _with_memory_llm(mini_index) as r:
+            return (await r.aclassify(ESCALATED)).tier
+
+    assert asyncio.run(in_async_with()) == "llm"
+    with Router.load(mini_index) as plain:  # no tier 2: nothing to release
+        assert plain.classify("hi").intent == "greeting"
+    asyncio.run(Router.load(mini_index).aclose())
+
+
+def test_an_index_is_read_once_per_load(mini_index: Path, mini_intents: Path, mini_val: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config_path = tmp_path / "router.yaml"
+    config_path.write_text(f"name: mini\nintents: {mini_intents}\nvalidation: {mini_val}\n"
+                           "encoder: {threads: 1, cache_size: 0}\n")
+    (tmp_path / "mini").symlink_to(mini_index)
+    reads: list[str] = []
+    read_text, read_bytes = Path.read_text, Path.read_bytes
+
+    def counted_text(self: Path, *args: object, **kwargs: object) -> str:
+        reads.append(self.name)
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_bytes(self: Path) -> bytes:
+        reads.append(self.name)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_text", counted_text)
+    monkeypatch.setattr(Path, "read_bytes", counted_bytes)
+    for load in (lambda: Router.load(mini_index), lambda: Router.from_config(config_path, index_dir=tmp_path)):
+        reads.clear()
+        load()
+        assert reads.count("manifest.json") == 1 and reads.count("config.json") == 1, reads
+
+
+def test_a_decisions_skill_is_the_intents_skill_else_its_name(mini_router: Router) -> None:
+    assert mini_router.classify("what is the balance of my bank account").skill == "banking.balance"  # skill: set
+    greeting = mini_router.classify("hello there")
+    assert greeting.intent == "greeting" and greeting.skill == "greeting"  # no skill: in its intents entry

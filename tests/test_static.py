@@ -313,7 +313,7 @@ def test_static_tier_settles_confident_in_scope_queries(mini_router: Router, tex
     assert d.tier == "static" and d.intent == intent
     assert d.accepted and not d.escalate and not d.out_of_scope
     assert set(d.latency_us) == {"rules", "static", "total"}  # no transformer pass
-    assert d.skill == {i.name: i.skill for i in mini_router.artifact.intents.intents}[intent]
+    assert d.skill == {i.name: i.skill or i.name for i in mini_router.artifact.intents.intents}[intent]
     assert len(d.candidates) == mini_router.top_k == 5
     assert len({c.intent for c in d.candidates}) == 5
     scores = [c.score for c in d.candidates]
@@ -327,7 +327,7 @@ def test_static_tier_settles_confident_in_scope_queries(mini_router: Router, tex
 
 def test_static_candidates_are_sorted_best_first(mini_router: Router) -> None:
     texts = [t for t, lab in zip(*_split("mini_test.jsonl"), strict=True) if lab != "oos"]
-    settled = [d for d in mini_router.classify_batch(texts) if d.tier == "static"]
+    settled = [d for d in mini_router.classify_many(texts) if d.tier == "static"]
     assert len(settled) >= len(texts) // 2
     for d in settled:
         scores = [c.score for c in d.candidates]
@@ -383,9 +383,9 @@ def test_static_tier_passes_the_others_on_unchanged(mini_router: Router, mini_in
 def test_ids_reach_the_transformer_through_the_query_cache(mini_router: Router, mini_index: Path) -> None:
     cached = Router.load(mini_index, encoder=EncoderConfig(threads=1, cache_size=16))
     assert cached.chain.names == ["rules", "static", "embedding"]
-    expected = [_key(d) for d in mini_router.classify_batch(PASSED_ON)]
+    expected = [_key(d) for d in mini_router.classify_many(PASSED_ON)]
     assert [_key(cached.classify(t)) for t in PASSED_ON] == expected
-    assert [_key(d) for d in cached.classify_batch(PASSED_ON)] == expected  # now from the cache
+    assert [_key(d) for d in cached.classify_many(PASSED_ON)] == expected  # now from the cache
     assert cached.encoder.hits == len(PASSED_ON)  # type: ignore[attr-defined]
 
 
@@ -420,7 +420,7 @@ def _key(d: Decision) -> tuple[object, ...]:
 
 
 def test_batch_equals_one_by_one_with_static_on(mini_router: Router) -> None:
-    batch = mini_router.classify_batch(BATCH)
+    batch = mini_router.classify_many(BATCH)
     singles = [mini_router.classify(t) for t in BATCH]
     assert {d.tier for d in singles} == {"rules", "static", "embedding"}
     assert [_key(d) for d in batch] == [_key(d) for d in singles]
@@ -430,11 +430,11 @@ def test_batch_equals_one_by_one_with_static_on(mini_router: Router) -> None:
 
 
 def test_async_equals_sync_with_static_on(mini_router: Router) -> None:
-    sync = mini_router.classify_batch(BATCH)
+    sync = mini_router.classify_many(BATCH)
 
     async def both() -> tuple[list[Decision], list[Decision]]:
         one_by_one = [await mini_router.aclassify(t) for t in BATCH]
-        return one_by_one, await mini_router.aclassify_batch(BATCH)
+        return one_by_one, await mini_router.aclassify_many(BATCH)
 
     one_by_one, batch = asyncio.run(both())
     for decisions in (one_by_one, batch):

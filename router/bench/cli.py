@@ -50,8 +50,8 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """``args.argv`` (set by ``router.cli.main``) is recorded in the report as the command that made it."""
     from pydantic import ValidationError
 
+    from router._strict import format_validation_error
     from router.bench.runner import CompareConfig
-    from router.config import format_validation
 
     data: dict[str, Any] = {"out": Path(args.out), "command": shlex.join(["router", *getattr(args, "argv", [])])}
     for key in ("datasets", "methods", "test_limit", "tier2_sample", "every_turn_sample", "max_intents",
@@ -75,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     try:
         return CompareConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation(exc, "router bench compare")) from exc
+        raise ConfigError(format_validation_error(exc, "router bench compare")) from exc
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,14 +6,15 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from router._strict import Strict
 from router.bench.cost import CostModel
 from router.bench.data import BenchData, load_bench_data
 from router.bench.methods import METHODS, OPTIONAL, Method, MethodContext
@@ -29,15 +30,14 @@ DEFAULT_LLM = LLMBackendConfig(backend="llama_cpp", model="smollm2-135m-q4", tim
 LLM_METHODS = {"tier2", "llm-every-turn"}
 
 
-def _known(kind: str, value: list[str], known: Mapping[str, object]) -> list[str]:
+def _known(kind: str, value: list[str], known: Collection[str]) -> list[str]:
     unknown = [v for v in value if v not in known]
     if unknown:
         raise ValueError(f"unknown {kind}(s) {unknown}; known: {sorted(known)}")
     return value
 
 
-class CompareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CompareConfig(Strict):
     out: Path
     datasets: list[str] = Field(default_factory=lambda: ["clinc150", "banking77"], min_length=1)
     methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
@@ -158,7 +158,7 @@ def run_compare(config: CompareConfig, progress: Callable[[str], None] | Progres
                                 finetune_epochs=config.finetune_epochs)
             runs, skipped = [], []
             for key in config.methods:
-                method = METHODS[key](ctx, config.sample_for(key))
+                method = METHODS.get(key)(ctx, config.sample_for(key))
                 try:
                     run = run_method(method, data, say)
                 except MissingDependency as exc:
@@ -205,7 +205,7 @@ def check_llm_installed(config: CompareConfig) -> None:
     except ImportError as exc:
         raise ConfigError("methods tier2 and llm-every-turn need llama-cpp-python (make install-llm), or "
                           "--llm memory / openai_compatible, or leave them out with --methods") from exc
-    from router.llm.llama_inproc import gguf_path
+    from router.providers._llama_cpp import gguf_path
 
     assert config.llm.model is not None  # required for llama_cpp by LLMBackendConfig
     gguf_path(config.llm.model)  # the model package installed and its file intact

@@ -5,25 +5,33 @@ Imports stay light (httpx, pydantic, tenacity); nothing connects until the first
 
 from router.dispatch.approvals import ApprovalStore, PendingAction
 from router.dispatch.budget import Ledger, SessionTotals
-from router.dispatch.caller import Attempt, CallResult, ModelCaller
+from router.dispatch.caller import CallResult, ModelCaller
 from router.dispatch.config import (
     STAGES,
     BudgetConfig,
     ModelRef,
     ModelRoutingConfig,
     Price,
-    ProviderConfig,
-    RetryConfig,
     TraceConfig,
     load_model_routing,
     model_routing_from_dict,
 )
 from router.dispatch.dispatcher import Dispatcher
 from router.dispatch.pricing import call_cost
-from router.dispatch.providers import PROVIDERS, ChatRequest, Completion, Message, Provider, Usage
 from router.dispatch.result import CallSummary, DispatchResult
 from router.dispatch.skills import Skill, SkillContext, SkillRegistry, load_registry
 from router.dispatch.trace import TRACE_SINKS, JsonlSink, MemorySink, TraceSink, read_jsonl, session_totals
+from router.providers import (
+    PROVIDERS,
+    Attempt,
+    ChatRequest,
+    Completion,
+    Message,
+    Provider,
+    ProviderConfig,
+    RetryConfig,
+    Usage,
+)
 
 __all__ = [
     "PROVIDERS",

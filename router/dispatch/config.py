@@ -13,10 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from router.breaker import BreakerConfig
+from router._strict import Strict, format_validation_error
 from router.errors import ConfigError
+from router.providers import BreakerConfig, ProviderConfig, RetryConfig, Target
 from router.yaml_file import read_mapping
 
 Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
@@ -24,11 +25,7 @@ STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic"
 SHIPPED = Path(__file__).with_name("models.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelRef(_Strict):
+class ModelRef(Strict):
     provider: str = Field(description="a key of `providers`")
     model: str = Field(min_length=1, description="the provider's model id; must have a price")
     timeout_s: float = Field(30.0, gt=0, le=600, description="per attempt, connect to last byte")
@@ -38,17 +35,13 @@ class ModelRef(_Strict):
     def key(self) -> str:
         return f"{self.provider}/{self.model}"
 
-
-class ProviderConfig(_Strict):
-    kind: str = Field(description="a key of router.dispatch.PROVIDERS: openai, anthropic, gemini, openai_compatible")
-    base_url: str | None = Field(None, description="default: the provider's public endpoint")
-    api_key_env: str | None = Field(None, description="environment variable holding the key; never the key itself")
-    structured: Literal["json_schema", "json_object"] = Field(
-        "json_schema", description="openai_compatible only: llama-cpp-python's server needs json_object"
-    )
+    @property
+    def target(self) -> Target:
+        """What the chain calls: the same provider, model and bounds."""
+        return Target(self.provider, self.model, self.timeout_s, self.max_tokens)
 
 
-class Price(_Strict):
+class Price(Strict):
     """US dollars per million tokens."""
 
     input: Decimal = Field(ge=0)
@@ -65,15 +58,6 @@ class Price(_Strict):
         return self.cache_write if self.cache_write is not None else self.input
 
 
-class RetryConfig(_Strict):
-    max_retries: int = Field(3, ge=0, le=3, description="retries after the first attempt, retryable errors only")
-    initial_backoff_s: float = Field(0.5, gt=0, le=60)
-    max_backoff_s: float = Field(8.0, gt=0, le=300)
-    max_retry_after_s: float = Field(
-        30.0, ge=0, le=3600, description="a longer Retry-After skips to the next model instead of waiting"
-    )
-
-
 class DispatchBreakerConfig(BreakerConfig):
     """Per (provider, model): 5 failed attempts within 10 minutes open it, whatever succeeded between."""
 
@@ -88,7 +72,7 @@ CostLimit = Decimal | None
 BUDGETS = ("session_tokens", "session_cost_usd", "hourly_cost_usd", "session_steps")
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(Strict):
     """On by default. ``off`` (YAML off/false or the string "off") switches one off; null is refused.
 
     A session's spend is kept while the session lives: until it has been idle ``session_ttl_s``.
@@ -122,12 +106,12 @@ class BudgetConfig(_Strict):
         return [name for name in BUDGETS if getattr(self, name) is None]
 
 
-class TraceConfig(_Strict):
+class TraceConfig(Strict):
     sink: str = Field("jsonl", description="a key of router.dispatch.TRACE_SINKS: jsonl, memory")
     path: str = Field("traces/dispatch.jsonl", description="jsonl sink: file appended to")
 
 
-class ModelRoutingConfig(_Strict):
+class ModelRoutingConfig(Strict):
     defaults: dict[Stage, ModelRef]
     overrides: dict[str, dict[Stage, ModelRef]] = Field(default_factory=dict, description="skill -> stage -> model")
     fallbacks: dict[Stage, list[ModelRef]] = Field(default_factory=dict, description="ordered, after the primary")
@@ -137,7 +121,6 @@ class ModelRoutingConfig(_Strict):
     breaker: DispatchBreakerConfig = Field(default_factory=DispatchBreakerConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
-    intents: dict[str, str] = Field(default_factory=dict, description="intent -> skill, where the names differ")
     # Pending approvals of `writes` skills: each expires approval_ttl_s after it was made (15 min).
     # A session past its cap is refused (HTTP 429) until one of its own is approved, rejected or
     # expires; the global cap is the last line against many sessions.
@@ -179,9 +162,6 @@ class ModelRoutingConfig(_Strict):
                 out.append(ref)
         return out
 
-    def skill_for(self, intent: str) -> str:
-        return self.intents.get(intent, intent)
-
 
 # Merged per entry (a stage, a provider, a model): a user's file names only what it changes.
 _PER_ENTRY = ("defaults", "fallbacks", "providers", "prices")
@@ -205,12 +185,7 @@ def model_routing_from_dict(data: dict[str, Any], source: str = "<dict>") -> Mod
     try:
         return ModelRoutingConfig.model_validate(_merge(_read(SHIPPED), data))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-            + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
-            for e in exc.errors()
-        )
-        raise ConfigError(f"model-routing file {source}: {problems}") from exc
+        raise ConfigError(format_validation_error(exc, f"model-routing file {source}")) from exc
 
 
 def load_model_routing(path: str | Path | None = None) -> ModelRoutingConfig:

@@ -18,75 +18,21 @@ How a dispatch (``POST /v1/dispatch``) or an approval (``.../approve``) spends i
 
 A configuration where, at the start of a dispatch, some model's slot would be under ``MIN_SLOT_S``
 (or under its own ``timeout_s`` if that is smaller) is refused by ``check`` with a ``ConfigError``.
-The HTTP service applies ``request_timeout_s + dispatch_timeout_s`` to the dispatch routes (the
+The ``Deadline`` and its slots live with the chain (``router/providers/_deadline.py``); the start-up
+check is here. The HTTP service applies ``request_timeout_s + dispatch_timeout_s`` to the dispatch routes (the
 first term covers what runs outside the dispatcher, such as classification), so its request
 timeout never fires in the middle of a chain.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from router.dispatch.config import ModelRef
 from router.errors import ConfigError
 
 # The least time worth giving one model of a chain at the start of a dispatch (checked at start-up).
 MIN_SLOT_S = 1.0
-# An attempt with less than this left in its slot is not sent: it could not be answered in time.
-MIN_ATTEMPT_S = 0.1
-
-
-def _now() -> float:
-    # The loop's clock, the one asyncio.timeout uses.
-    return asyncio.get_running_loop().time()
-
-
-@dataclass
-class Slot:
-    """One model's share of a dispatch's time; ``end`` on the event loop's clock."""
-
-    end: float
-
-    def left(self) -> float:
-        return self.end - _now()
-
-    def fits(self, wait_s: float) -> bool:
-        """Whether a retry after ``wait_s`` still leaves an attempt its minimum in this slot."""
-        return wait_s + MIN_ATTEMPT_S <= self.left()
-
-
-@dataclass
-class Deadline:
-    """The time left to one dispatch or approval. Create it on the loop that runs the dispatch.
-
-    ``handler_s`` is reserved while the handler is still ahead; ``later`` lists the models of a
-    later stage (formatting), which keep their share while an earlier stage runs.
-    """
-
-    seconds: float
-    handler_s: float = 0.0
-    later: list[ModelRef] = field(default_factory=list)
-    end: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.end = _now() + self.seconds
-
-    def left(self) -> float:
-        return self.end - _now()
-
-    def handler_done(self) -> None:
-        """The handler has run: its reserve is free, and the later stage (formatting) is now the current one."""
-        self.handler_s = 0.0
-        self.later = []
-
-    def slot(self, ahead: Sequence[ModelRef]) -> Slot:
-        """The slot of ``ahead[0]``; ``ahead`` is the current chain from that model on."""
-        refs = [*ahead, *self.later]
-        available = self.left() - self.handler_s
-        share = available * ahead[0].timeout_s / sum(r.timeout_s for r in refs)
-        return Slot(_now() + share)
 
 
 def check(seconds: float, handler_s: float, refs: Sequence[ModelRef], where: str) -> None:

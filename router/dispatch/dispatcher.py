@@ -1,14 +1,16 @@
 """The skill dispatcher: a resolved intent's skill, its parameters, approval, handler and checks.
 
-All work runs on one private event loop (``LoopThread``) that owns the shared ``httpx`` client,
-so the synchronous methods and the ``a``-prefixed coroutines share one connection pool and one
-budget ledger whichever loop or thread calls them.
+Async first: the ``a``-prefixed methods run on the caller's event loop (the HTTP service's), over
+one shared ``httpx`` client per loop (``router.providers.HttpClients``). Each synchronous method is
+the same coroutine run through one ``router._sync.SyncBridge`` (a loop on one thread, started on
+first use); both share one budget ledger, one set of breakers and one trace sink.
 
 Time: each dispatch and each approval runs within ``dispatch_timeout_s``, its model calls cut to
 fit around the handler's ``handler_timeout_s`` (``deadline.py``); a model-routing file where they cannot
 fit is refused when the Dispatcher is made. A caller that stops waiting (an HTTP request cut
-short) does not cancel the step: it runs to its end on the private loop and leaves its records.
-``close`` lets steps in flight finish, then cuts what is left; a cut step still meters its
+short) does not cancel the step: each step is a task the dispatcher keeps, which runs to its end
+and leaves its records. ``aclose`` (``close``) lets steps in flight finish, then cuts what is
+left; a cut step still meters its
 provider calls and writes its trace record (``status: "timeout"``). An approval is consumed when
 its handler has finished, whatever the outcome, which the skill record's ``handler`` field gives.
 """
@@ -19,29 +21,29 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
+from router._sync import SyncBridge
 from router.dispatch import extraction
+from router.dispatch._steps import Steps
 from router.dispatch.approvals import ApprovalStore, PendingAction
 from router.dispatch.budget import Ledger, SessionTotals
 from router.dispatch.caller import CallResult, ModelCaller
 from router.dispatch.config import ModelRef, ModelRoutingConfig, Stage, load_model_routing
-from router.dispatch.deadline import Deadline
 from router.dispatch.deadline import check as check_deadline
-from router.dispatch.providers import ChatRequest, Message, Provider, build_provider
 from router.dispatch.result import CallSummary, DispatchResult
 from router.dispatch.skills import Skill, SkillContext, SkillRegistry
 from router.dispatch.trace import TraceSink, build_sink
 from router.errors import ConfigError, InputError, InvalidParameters, RouterError, SkillFailed
-from router.llm.loop import LoopThread
+from router.providers import ChatRequest, Deadline, HttpClients, Message, Provider, build_provider
 
 log = logging.getLogger("router.dispatch")
 T = TypeVar("T")
@@ -66,14 +68,15 @@ class Dispatcher:
         skills: SkillRegistry,
         *,
         sink: TraceSink | None = None,
-        providers: dict[str, Provider] | None = None,
+        providers: Mapping[str, Provider] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         drill_stages: frozenset[str] = frozenset(),
         handler_timeout_s: float | None = None,
     ) -> None:
-        """``handler_timeout_s``: None takes the model-routing file's."""
+        """``handler_timeout_s``: None takes the model-routing file's. ``providers`` replaces the ones the
+        model-routing file would build (tests, custom adapters)."""
         self.config = config
         self.skills = skills
         self.handler_timeout_s = config.handler_timeout_s if handler_timeout_s is None else handler_timeout_s
@@ -82,12 +85,15 @@ class Dispatcher:
         self.approvals = ApprovalStore(config.approval_ttl_s, clock=monotonic,
                                        max_pending=config.max_pending_approvals,
                                        max_per_session=config.max_pending_approvals_per_session)
-        self._inflight: set[asyncio.Task[Any]] = set()  # steps on the private loop, for close()
+        self._steps = Steps()  # every step running, on whichever loop, for aclose()
         self._clock = clock
-        self._loop = LoopThread("router-dispatch")
-        self._http: httpx.AsyncClient | None = None
-        self._given_providers = providers
-        self.caller = ModelCaller(config, providers or {}, self.ledger, self.sink, sleep=sleep,
+        self._closed = False
+        self.http = HttpClients()
+        self._bridge = SyncBridge(self.http.aopen)  # its loop keeps pooled connections until close()
+        if providers is None:
+            providers = {name: build_provider(name, pc, self.http) for name, pc in config.providers.items()}
+        self.providers = dict(providers)
+        self.caller = ModelCaller(config, self.providers, self.ledger, self.sink, sleep=sleep,
                                   breaker_clock=monotonic, drill_stages=drill_stages)
         try:
             self.check_deadlines()
@@ -102,57 +108,39 @@ class Dispatcher:
         return cls(load_model_routing(path), skills, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def _ensure_client(self) -> None:
-        if self._http is None:
-            # One pool for every provider; per-call timeouts are set on each request.
-            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-            if self._given_providers is None:
-                self.caller.providers = {name: build_provider(name, pc, self._http)
-                                         for name, pc in self.config.providers.items()}
-
-    async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
+    async def aclose(self, wait_s: float | None = None) -> None:
+        """Let the steps in flight finish (at most ``wait_s``; by default ``dispatch_timeout_s``, which
+        bounds each of them), then cut what is left, on whichever loop it runs: a cut step meters its
+        provider calls and writes its trace record. Then this loop's connections, the providers and the
+        trace sink are closed. Call it on the loop that made the calls (the service's lifespan)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            try:
-                await self._ensure_client()
-            except BaseException:
-                coro.close()
-                raise
-            return await coro
+            await self._steps.drain(self.config.dispatch_timeout_s + 1.0 if wait_s is None else wait_s)
+            for provider in self.providers.values():
+                await provider.aclose()
+            await self.http.aclose()
         finally:
-            self._inflight.discard(task)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run(self._on_loop(coro))
-
-    async def _arun(self, coro: Coroutine[Any, Any, T], shield: bool = False) -> T:
-        future = asyncio.wrap_future(self._loop.submit(self._on_loop(coro)))
-        # shield: a caller that stops waiting (its HTTP request cancelled) leaves the step running to
-        # its end, within its own deadline, so no side effect loses its records half-way.
-        return await (asyncio.shield(future) if shield else future)
+            self.sink.close()
 
     def close(self, wait_s: float | None = None) -> None:
-        """Let the steps in flight finish (at most ``wait_s``; by default ``dispatch_timeout_s``, which
-        bounds each of them), then cut what is left: a cut step meters its provider calls and writes
-        its trace record. Then the connection pool and the trace sink are closed."""
-        if self._http is not None:
-            self._loop.run(self._drain(self.config.dispatch_timeout_s + 1.0 if wait_s is None else wait_s))
-            self._loop.run(self._http.aclose())
-            self._http = None
-        self._loop.stop()
-        self.sink.close()
-
-    async def _drain(self, wait_s: float) -> None:
-        tasks = set(self._inflight)
-        if not tasks:
+        """``aclose`` for synchronous callers: on the bridge's loop when the sync methods ran there,
+        else on a loop of its own. From a coroutine, await ``aclose`` instead: here only the steps
+        are drained (from another thread) and the sink closed, not that loop's connections."""
+        if self._closed:
             return
-        _, late = await asyncio.wait(tasks, timeout=wait_s)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late, timeout=5.0)  # a handler that swallows the cancellation is left behind
+        if self._bridge.running:
+            self._bridge.close(last=lambda: self.aclose(wait_s))
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.aclose(wait_s))
+        else:
+            log.warning("Dispatcher.close() called on a running event loop: await aclose() there instead")
+            self._closed = True
+            self.sink.close()
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -160,36 +148,64 @@ class Dispatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- public API ------------------------------------------------------------------------------
-    def dispatch(self, session_id: str, skill: str, text: str | None = None,
-                 params: dict[str, Any] | None = None) -> DispatchResult:
-        return self._run(self._dispatch(session_id, skill, text, params))
+    async def aopen(self) -> None:
+        """Keep pooled connections on the running loop until ``aclose`` (``async with`` does both; the HTTP
+        service does it in its lifespan). Without it, an async call opens connections for itself."""
+        await self.http.aopen()
 
+    async def __aenter__(self) -> Dispatcher:
+        await self.aopen()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- public API: async on the caller's loop, and the same through the sync bridge ---------------
     async def adispatch(self, session_id: str, skill: str, text: str | None = None,
                         params: dict[str, Any] | None = None) -> DispatchResult:
-        return await self._arun(self._dispatch(session_id, skill, text, params), shield=True)
+        return await self._steps.run(self._dispatch(session_id, skill, text, params))
 
-    def approve(self, approval_id: str) -> DispatchResult:
-        return self._run(self._approve(approval_id))
+    def dispatch(self, session_id: str, skill: str, text: str | None = None,
+                 params: dict[str, Any] | None = None) -> DispatchResult:
+        return self._bridge.call(self.adispatch, session_id, skill, text, params)
 
     async def aapprove(self, approval_id: str) -> DispatchResult:
-        return await self._arun(self._approve(approval_id), shield=True)
+        return await self._steps.run(self._approve(approval_id))
+
+    def approve(self, approval_id: str) -> DispatchResult:
+        return self._bridge.call(self.aapprove, approval_id)
 
     def reject(self, approval_id: str) -> PendingAction:
+        """Drop a pending approval; its handler never runs. No model is called, so no loop is needed."""
         action = self.approvals.take(approval_id)
         self._trace_skill(_Run(action.session_id, action.skill, approval_id=approval_id), "rejected")
         return action
 
+    async def areject(self, approval_id: str) -> PendingAction:
+        return self.reject(approval_id)
+
     async def acomplete(self, stage: Stage, skill: str, session_id: str, request: ChatRequest) -> CallResult:
         """One model call for any stage (e.g. diagnostic), with the same chain, retries and budgets."""
-        return await self._arun(self.caller.call(stage=stage, skill=skill, session=session_id, request=request))
+        return await self._steps.run(self.caller.call(stage=stage, skill=skill, session=session_id, request=request),
+                                shield=False)
+
+    def complete(self, stage: Stage, skill: str, session_id: str, request: ChatRequest) -> CallResult:
+        return self._bridge.call(self.acomplete, stage, skill, session_id, request)
 
     async def aextract(self, session_id: str, skill: str, text: str,
                        chain: list[ModelRef] | None = None) -> tuple[BaseModel, list[CallSummary]]:
         """The extraction stage alone (no handler): the parameters and the calls made; ``chain`` pins models."""
         calls: list[CallSummary] = []
-        model = await self._arun(self._extract(self.skills.get(skill), session_id, text, calls, chain))
+        step = self._extract(self.skills.get(skill), session_id, text, calls, chain)
+        model = await self._steps.run(step, shield=False)
         return model, calls
+
+    def extract(self, session_id: str, skill: str, text: str,
+                chain: list[ModelRef] | None = None) -> tuple[BaseModel, list[CallSummary]]:
+        return self._bridge.call(self.aextract, session_id, skill, text, chain)
+
+    async def asession_totals(self, session_id: str) -> SessionTotals:
+        return self.session_totals(session_id)
 
     def session_totals(self, session_id: str) -> SessionTotals:
         return self.ledger.totals(session_id)
@@ -206,12 +222,6 @@ class Dispatcher:
             else:
                 check_deadline(limit, handler, [*extract, *formatting], f"skill {skill.name!r} (dispatch)")
 
-    def skill_for_intent(self, intent: str | None) -> str | None:
-        if intent is None:
-            return None
-        name = self.config.skill_for(intent)
-        return name if name in self.skills else None
-
     # -- the steps ---------------------------------------------------------------------------------
     def _formatting(self, skill: Skill) -> list[ModelRef]:
         return self.caller.chain(skill.name, "formatting") if skill.format_reply else []
@@ -220,7 +230,8 @@ class Dispatcher:
         """This step's budget; ``handler``: the handler runs in it (then so does formatting)."""
         if not handler:
             return Deadline(self.config.dispatch_timeout_s)
-        return Deadline(self.config.dispatch_timeout_s, self.handler_timeout_s, self._formatting(skill))
+        return Deadline(self.config.dispatch_timeout_s, self.handler_timeout_s,
+                        [r.target for r in self._formatting(skill)])
 
     async def _dispatch(self, session_id: str, name: str, text: str | None,
                         params: dict[str, Any] | None) -> DispatchResult:
@@ -231,7 +242,7 @@ class Dispatcher:
             self.approvals.check(session_id)  # a session at its cap: refused before a step or a model is paid for
         self.ledger.step(session_id)
         run = _Run(session_id, skill.name, self._deadline(skill, handler=not skill.writes))
-        try:
+        with self._failures_traced(run):
             if params is not None:
                 model = extraction.validate_params(skill, params)
             elif text is not None and text.strip():
@@ -245,28 +256,17 @@ class Dispatcher:
                 return self._result("pending_approval", session_id, skill, model, run.calls,
                                     approval_id=action.approval_id)
             return await self._run_skill(skill, model, SkillContext(session_id, skill.name, text), run)
-        except RouterError as exc:
-            self._trace_skill(run, type(exc).__name__, error=str(exc))
-            raise
-        except asyncio.CancelledError:
-            self._trace_skill(run, "timeout", error="cut before it finished: the dispatcher was closed")
-            raise
 
     async def _approve(self, approval_id: str) -> DispatchResult:
         action = self.approvals.claim(approval_id)  # running: a second approve is refused until it is finished
         run = _Run(action.session_id, action.skill, approval_id=approval_id)
         try:
-            skill = self.skills.get(action.skill)
-            run.deadline = self._deadline(skill, handler=True)
-            model = extraction.validate_params(skill, action.params)
-            ctx = SkillContext(action.session_id, skill.name, action.text, approval_id)
-            return await self._run_skill(skill, model, ctx, run)
-        except RouterError as exc:
-            self._trace_skill(run, type(exc).__name__, error=str(exc))
-            raise
-        except asyncio.CancelledError:
-            self._trace_skill(run, "timeout", error="cut before it finished: the dispatcher was closed")
-            raise
+            with self._failures_traced(run):
+                skill = self.skills.get(action.skill)
+                run.deadline = self._deadline(skill, handler=True)
+                model = extraction.validate_params(skill, action.params)
+                ctx = SkillContext(action.session_id, skill.name, action.text, approval_id)
+                return await self._run_skill(skill, model, ctx, run)
         finally:
             # Consumed once its handler was entered, whatever came of it (it may have acted); an
             # approval whose handler never started is pending again.
@@ -349,6 +349,18 @@ class Dispatcher:
             calls=calls, tokens=sum(c.tokens for c in calls),
             cost_usd=float(sum((Decimal(str(c.cost_usd)) for c in calls), Decimal(0))),
             fallback_taken=any(c.fallback_from for c in calls), **extra)
+
+    @contextmanager
+    def _failures_traced(self, run: _Run) -> Iterator[None]:
+        """A step that fails, or is cut by closing the dispatcher, still leaves its skill record."""
+        try:
+            yield
+        except RouterError as exc:
+            self._trace_skill(run, type(exc).__name__, error=str(exc))
+            raise
+        except asyncio.CancelledError:
+            self._trace_skill(run, "timeout", error="cut before it finished: the dispatcher was closed")
+            raise
 
     def _trace_skill(self, run: _Run, status: str, error: str | None = None) -> None:
         """The step's outcome; ``handler`` (once the handler was entered) says how the handler ended."""

@@ -24,8 +24,8 @@ from typing import Any
 from router.dispatch.config import ModelRef, Stage
 from router.dispatch.dispatcher import Dispatcher
 from router.dispatch.extraction import validate_params
-from router.dispatch.providers import ChatRequest, Message
 from router.errors import ConfigError, RouterError
+from router.providers import ChatRequest, Message
 
 
 @dataclass(frozen=True)

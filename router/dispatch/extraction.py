@@ -14,9 +14,9 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
-from router.dispatch.providers import ChatRequest, Message
 from router.dispatch.skills import Skill
 from router.errors import InvalidParameters
+from router.providers import ChatRequest, Message
 
 
 def _closed(schema: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal
 
 from router.dispatch.config import Price
-from router.dispatch.providers.base import Usage
+from router.providers import Usage
 
 _MILLION = Decimal(1_000_000)
 # Stored and summed at this precision; far below a cent, so totals add up exactly.

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from router._strict import Strict
 from router.dispatch.caller import CallResult
 
 
-class CallSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CallSummary(Strict):
     stage: str
     provider: str
     model: str
@@ -27,8 +25,7 @@ class CallSummary(BaseModel):
                    tokens=call.spent_tokens, cost_usd=float(call.spent_cost), fallback_from=call.fallback_from)
 
 
-class DispatchResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DispatchResult(Strict):
     status: Literal["ok", "pending_approval", "no_skill"]
     session_id: str
     skill: str | None

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from router.errors import ConfigError, SkillNotAllowed
+from router.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -77,20 +78,14 @@ class SkillRegistry:
         return register
 
     def get(self, name: str) -> Skill:
-        try:
-            return self._skills[name]
-        except KeyError:
-            raise SkillNotAllowed(f"skill {name!r} is not allowed: it is not registered; allowed skills: "
-                                  f"{sorted(self._skills)}") from None
+        return lookup(self._skills, name, lambda known: SkillNotAllowed(
+            f"skill {name!r} is not allowed: it is not registered; allowed skills: {known}"))
 
     def __contains__(self, name: object) -> bool:
         return name in self._skills
 
     def __iter__(self) -> Iterator[Skill]:
         return iter(self._skills.values())
-
-    def names(self) -> list[str]:
-        return sorted(self._skills)
 
 
 def load_registry(spec: str) -> SkillRegistry:

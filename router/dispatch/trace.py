@@ -22,6 +22,7 @@ import orjson
 
 from router.dispatch.config import TraceConfig
 from router.errors import ConfigError
+from router.registry import Registry
 
 
 class TraceSink(Protocol):
@@ -65,18 +66,20 @@ class JsonlSink:
             self._file.close()
 
 
-TRACE_SINKS: dict[str, Callable[[TraceConfig], TraceSink]] = {
-    "jsonl": lambda config: JsonlSink(config.path),
-    "memory": lambda config: MemorySink(),
-}
+def _jsonl(config: TraceConfig) -> TraceSink:
+    return JsonlSink(config.path)
+
+
+def _memory(config: TraceConfig) -> TraceSink:
+    return MemorySink()
+
+
+TRACE_SINKS: Registry[Callable[[TraceConfig], TraceSink]] = Registry(
+    "trace sink", "trace.sink", {"jsonl": _jsonl, "memory": _memory})
 
 
 def build_sink(config: TraceConfig) -> TraceSink:
-    try:
-        factory = TRACE_SINKS[config.sink]
-    except KeyError:
-        raise ConfigError(f"trace.sink: unknown sink {config.sink!r}; known: {sorted(TRACE_SINKS)}") from None
-    return factory(config)
+    return TRACE_SINKS.get(config.sink)(config)
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

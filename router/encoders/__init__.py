@@ -1,4 +1,4 @@
-"""Encoder backends behind the ``Encoder`` Protocol, in a registry keyed by name."""
+"""Encoder backends behind the ``Encoder`` Protocol, in ``ENCODERS``, a ``Registry`` keyed by ``encoder.backend``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from router.encoders.base import Encoder, TokenEncoder
 from router.encoders.cache import CachedEncoder
 from router.errors import ConfigError
 from router.model_store import load_manifest
+from router.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,19 @@ def _manifest_identity(config: EncoderConfig) -> str:
     return load_manifest(config.model, config.models_dir).encoder_id
 
 
-ENCODERS: dict[str, EncoderBackend] = {
+def _hashing_identity(config: EncoderConfig) -> str:
+    return "hashing-384"
+
+
+ENCODERS: Registry[EncoderBackend] = Registry("encoder backend", "encoder.backend", {
     "onnx": EncoderBackend(_onnx, _manifest_identity),
     "st": EncoderBackend(_st, _manifest_identity),
-    "hashing": EncoderBackend(_hashing, lambda config: "hashing-384"),
-}
+    "hashing": EncoderBackend(_hashing, _hashing_identity),
+})
 
 
 def _backend(config: EncoderConfig) -> EncoderBackend:
-    try:
-        return ENCODERS[config.backend]
-    except KeyError as exc:
-        raise ConfigError(f"encoder.backend={config.backend!r} is unknown; known: {sorted(ENCODERS)}") from exc
+    return ENCODERS.get(config.backend)
 
 
 def _cached(encoder: Encoder, config: EncoderConfig) -> Encoder:

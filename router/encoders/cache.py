@@ -14,19 +14,14 @@ from router.encoders.base import Encoder, TokenEncoder
 class CachedEncoder:
     def __init__(self, inner: Encoder, size: int) -> None:
         self.inner = inner
+        # Plain attributes: the identity and width are the inner encoder's, fixed for its life.
+        self.encoder_id = inner.encoder_id
+        self.dimension = inner.dimension
         self.size = size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = Lock()
         self.hits = 0
         self.misses = 0
-
-    @property
-    def encoder_id(self) -> str:
-        return self.inner.encoder_id
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self._cached(texts, lambda rows: self.inner.encode([texts[r] for r in rows]))

@@ -27,16 +27,10 @@ class SentenceTransformerEncoder:
         torch.set_num_threads(threads)
         folder = resolve(manifest.weights).parent
         self._manifest = manifest
+        self.encoder_id = manifest.encoder_id
+        self.dimension = manifest.dimension
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(folder), device="cpu")
-
-    @property
-    def encoder_id(self) -> str:
-        return self._manifest.encoder_id
-
-    @property
-    def dimension(self) -> int:
-        return self._manifest.dimension
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

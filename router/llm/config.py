@@ -1,24 +1,33 @@
-"""Tier-2 configuration: the ordered chain of LLM backends, the prompt, the breaker, the gate."""
+"""Tier-2 configuration: the ordered chain of LLM backends, the prompt, the breaker, the gate.
+
+Each backend is a model provider of ``router.providers`` (its ``backend`` is a ``PROVIDERS`` kind);
+``LLMBackendConfig.provider()`` and ``.target()`` convert it, in this one place, to what the chain
+calls: a ``ProviderConfig`` and a ``Target``.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from router.breaker import BreakerConfig
+from router._strict import Strict
+from router.providers import PROVIDERS, BreakerConfig, ProviderConfig, Target
 
 # Fields each backend cannot do without; checked when the config is loaded, not at first call.
+# A premium API (openai, anthropic, gemini) needs a model, and has a default url.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "vllm": ("url", "model"),
     "openai_compatible": ("url", "model"),
-    "llama_cpp": ("model",),
+    "memory": (),
 }
+# The in-process model has one context: one call at a time, whatever max_concurrency says.
+_ONE_AT_A_TIME = {"llama_cpp"}
 
 
-class LLMBackendConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    backend: str = Field(description="registry key: vllm, openai_compatible, llama_cpp, memory")
+class LLMBackendConfig(Strict):
+    backend: str = Field(description="a router.providers.PROVIDERS kind: vllm, openai_compatible, llama_cpp, "
+                                     "memory (or openai, anthropic, gemini)")
     name: str | None = Field(None, description="label in Decisions and metrics (default: the backend key)")
     url: str | None = Field(None, description="base URL of an OpenAI-protocol server, e.g. http://127.0.0.1:8001/v1")
     model: str | None = Field(None, description="served model name; for llama_cpp a models/ manifest or a .gguf path")
@@ -40,9 +49,15 @@ class LLMBackendConfig(BaseModel):
     # memory backend only: scripted answers by query text (default: the first offered label).
     answers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        PROVIDERS.get(value, "llm.backends[].backend")  # ConfigError naming the known ones
+        return value
+
     @model_validator(mode="after")
     def _required_fields(self) -> LLMBackendConfig:
-        missing = [f for f in _REQUIRED.get(self.backend, ()) if getattr(self, f) is None]
+        missing = [f for f in _REQUIRED.get(self.backend, ("model",)) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"backend {self.backend!r} needs {', '.join(missing)}")
         return self
@@ -51,9 +66,26 @@ class LLMBackendConfig(BaseModel):
     def label(self) -> str:
         return self.name or self.backend
 
+    def provider(self) -> ProviderConfig:
+        """The provider this backend calls, named ``label`` in the chain."""
+        fields: dict[str, object] = {"kind": self.backend, "base_url": self.url, "api_key_env": self.api_key_env}
+        if self.backend == "vllm":
+            fields["structured"] = self.structured
+        elif self.backend == "openai_compatible":
+            fields["constraint"] = self.constraint
+        elif self.backend == "llama_cpp":
+            fields.update(method=self.method, calibrate=self.calibrate, threads=self.threads, n_ctx=self.n_ctx)
+        elif self.backend == "memory":
+            fields["answers"] = self.answers
+        return ProviderConfig.model_validate(fields)
 
-class LLMConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    def target(self) -> Target:
+        """The model the chain asks, with this backend's timeout, output cap and concurrency."""
+        concurrency = 1 if self.backend in _ONE_AT_A_TIME else self.max_concurrency
+        return Target(self.label, self.model or self.backend, self.timeout_s, self.max_tokens, concurrency)
+
+
+class LLMConfig(Strict):
     # Tried in order: the first that answers wins; one that fails or whose breaker is open is skipped.
     backends: list[LLMBackendConfig] = Field(min_length=1, max_length=16)
     top_k: int = Field(5, ge=1, le=50, description="candidates offered to the LLM, plus 'none'")
@@ -75,10 +107,9 @@ class LLMConfig(BaseModel):
         return self
 
 
-class LLMGate(BaseModel):
+class LLMGate(Strict):
     """Build-time measurement on the escalated validation slice: does tier 2 beat tier 1 there?"""
 
-    model_config = ConfigDict(extra="forbid")
     backend: str
     model: str
     n_escalated: int

@@ -1,155 +1,155 @@
 """The tier-2 pipeline: ask the chain of LLM backends about an escalated Decision, never fail.
 
-For each escalated query the prompt offers tier 1's top candidates plus ``none``. Backends are
-tried in order; one whose breaker is open is skipped without a call. Any failure (timeout,
-connection error, HTTP error, an answer outside the labels, even an unexpected exception)
-counts against that backend's breaker and moves on to the next. When none answers, the
-Decision is tier 1's, marked ``degraded`` with the reasons.
+For each escalated query the prompt offers tier 1's top candidates plus ``none``, as a structured
+choice. The backends are tried in order through one ``router.providers.Chain`` (breakers,
+concurrency slots, timeouts; no retries): one whose breaker is open is skipped without a call,
+and any failure (timeout, connection error, HTTP error, an answer outside the labels, even an
+unexpected exception) counts against that backend's breaker and moves on to the next. When none
+answers, the Decision is tier 1's, marked ``degraded`` with the reasons.
+
+Async only: calls run on the caller's event loop, over one shared httpx client per loop (the
+escalator's ``HttpClients``). Synchronous callers go through the Router's ``SyncBridge``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
 
-from router.breaker import CircuitBreaker
 from router.decision import TIER_LLM, Decision, LLMCall
-from router.errors import ConfigError, ProviderError
+from router.errors import ConfigError, FallbacksExhausted
 from router.intents import IntentSet
-from router.llm import LLM_CLIENTS, LLMAnswer, LLMClient, LLMConfig
-from router.llm.loop import LoopThread
-from router.llm.prompt import NONE_LABEL, PromptBuilder
-
-if TYPE_CHECKING:
-    import httpx
+from router.llm.config import LLMConfig
+from router.llm.prompt import NONE_LABEL, Prompt, PromptBuilder, content_free
+from router.providers import (
+    Chain,
+    ChainResult,
+    ChatRequest,
+    CircuitBreaker,
+    HttpClients,
+    Message,
+    Provider,
+    RetryConfig,
+    Target,
+    build_provider,
+)
 
 log = logging.getLogger("router.llm")
 
 
-class Escalator:
-    def __init__(self, config: LLMConfig, intents: IntentSet, clients: Sequence[LLMClient] | None = None) -> None:
-        import httpx
+def choice_request(prompt: Prompt, max_tokens: int) -> ChatRequest:
+    """The prompt as a structured choice among its labels. Its ``calibration`` is the same request with
+    the message content-free (``content_free``), which llama.cpp's label scoring subtracts; the chain
+    sets each backend's own ``max_tokens``."""
+    request = ChatRequest(system=prompt.system, messages=(Message("user", prompt.user),), choices=prompt.labels,
+                          max_tokens=max_tokens, temperature=0.0, query=prompt.query)
+    null = content_free(prompt)
+    return replace(request, calibration=replace(request, messages=(Message("user", null.user),), query=null.query))
 
+
+class Escalator:
+    """``providers`` (backend label → Provider) replaces the ones the config would build (tests, custom
+    backends); each must name a configured backend."""
+
+    def __init__(self, config: LLMConfig, intents: IntentSet, providers: Mapping[str, Provider] | None = None) -> None:
         self.config = config
         self.prompts = PromptBuilder(intents, examples_per_candidate=config.examples_per_candidate,
                                      catalogue=config.catalogue, shuffle=config.shuffle)
         self._skills = {i.name: i.skill for i in intents.intents}
-        self._loop = LoopThread()
+        labels = [b.label for b in config.backends]
+        unknown = sorted(set(providers or {}) - set(labels))
+        if unknown:
+            raise ConfigError(f"llm providers: {unknown} name no configured backend; known: {', '.join(labels)}")
         limit = sum(b.max_concurrency for b in config.backends)
-        # One pool for every HTTP backend; per-call timeouts are set on each request.
-        self.http: httpx.AsyncClient = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
-        self.clients: list[LLMClient] = list(clients) if clients is not None else [
-            LLM_CLIENTS[b.backend](b, self.http) for b in config.backends]
-        if len(self.clients) != len(config.backends):
-            raise ConfigError(f"llm: {len(self.clients)} clients given for {len(config.backends)} configured backends")
-        self.timeouts = {c.name: b.timeout_s for c, b in zip(self.clients, config.backends, strict=True)}
-        # Concurrency is bounded here, outside the timeout: waiting for a slot is not the backend's fault.
-        self.slots = {c.name: asyncio.Semaphore(getattr(c, "concurrency", 1)) for c in self.clients}
-        self.breakers = {c.name: CircuitBreaker(config.breaker) for c in self.clients}
+        self.http = HttpClients(max_connections=limit, max_keepalive=limit)
+        self.providers: dict[str, Provider] = {}
+        for i, backend in enumerate(config.backends):
+            given = (providers or {}).get(backend.label)
+            self.providers[backend.label] = given if given is not None else build_provider(
+                backend.label, backend.provider(), self.http, field=f"llm.backends[{i}].backend")
+        self.targets: list[Target] = [b.target() for b in config.backends]
+        for target in self.targets:
+            check = getattr(self.providers[target.provider], "check_model", None)
+            if check is not None:  # an in-process model: fail at start-up on a missing file
+                check(target.model)
+        self._labels = {t.key: t.provider for t in self.targets}
+        self.chain = Chain(self.providers, breaker=config.breaker, retry=RetryConfig(max_retries=0))
         self.enabled = True
         self.status = "on"
 
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Per backend label."""
+        return {t.provider: self.chain.breaker(t) for t in self.targets}
+
     # -- public ------------------------------------------------------------------------------------
-    def resolve(self, text: str, decision: Decision) -> Decision:
-        return self._loop.run(self.settle(text, decision))
-
-    async def aresolve(self, text: str, decision: Decision) -> Decision:
-        return await self._loop.arun(self.settle(text, decision))
-
-    def resolve_many(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
-        return self._loop.run(self._settle_all(items))
-
-    async def aresolve_many(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
-        return await self._loop.arun(self._settle_all(items))
-
-    async def _settle_all(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
+    async def settle_many(self, items: Sequence[tuple[str, Decision]]) -> list[Decision]:
         return list(await asyncio.gather(*(self.settle(t, d) for t, d in items)))
 
-    def warm(self) -> None:
+    async def aopen(self) -> None:
+        """Keep pooled connections for the running loop until ``aclose`` on it (the service's lifespan,
+        ``async with router``, the sync bridge); without it each call opens its own."""
+        await self.http.aopen()
+
+    async def warm(self) -> None:
         """Load each backend's model and fill its prompt cache with the static prefix.
 
         Runs one call per backend without the per-call timeout (a cold llama.cpp spends seconds
         on the intent catalogue once); a failure is logged, not raised.
         """
-        names = self.prompts.names[:2]
-        prompt = self.prompts.build("hello", names)
+        request = self._request(self.prompts.build("hello", self.prompts.names[:2]))
+        for target in self.targets:
+            try:
+                await self.providers[target.provider].complete(target.model, request, 600.0)
+            except Exception as exc:  # warming is best effort; the breaker sees real calls
+                log.warning("warming tier 2 %s failed: %s", target.provider, exc)
 
-        async def warm_all() -> None:
-            for client in self.clients:
-                try:
-                    await client.choose(prompt)
-                except Exception as exc:  # warming is best effort; the breaker sees real calls
-                    log.warning("warming tier 2 %s failed: %s", client.name, exc)
+    async def ping(self) -> dict[str, bool]:
+        return {t.provider: await self.providers[t.provider].ping() for t in self.targets}
 
-        self._loop.run(warm_all())
-
-    def ping(self) -> dict[str, bool]:
-        async def pings() -> dict[str, bool]:
-            return {c.name: await c.ping() for c in self.clients}
-
-        return self._loop.run(pings())
-
-    def close(self) -> None:
-        async def shut() -> None:
-            for client in self.clients:
-                await client.aclose()
-            await self.http.aclose()
-
-        try:
-            self._loop.run(shut())
-        finally:
-            self._loop.stop()
+    async def aclose(self) -> None:
+        """Close the providers and this loop's connections (call it on the loop that made the calls)."""
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.http.aclose()
 
     # -- the pipeline ------------------------------------------------------------------------------
+    def _request(self, prompt: Prompt) -> ChatRequest:
+        return choice_request(prompt, self.config.backends[0].max_tokens)
+
     async def settle(self, text: str, decision: Decision) -> Decision:
-        """Runs on the private loop. Never raises for a backend's failure."""
+        """Never raises for a backend's failure."""
         start = perf_counter_ns()
         prompt = self.prompts.build(text, [c.intent for c in decision.candidates[: self.config.top_k]])
-        failures: list[str] = []
-        for client in self.clients:
-            breaker = self.breakers[client.name]
-            if not breaker.allow():
-                failures.append(f"{client.name}: circuit_open")
-                continue
-            try:
-                async with self.slots[client.name]:
-                    called = perf_counter_ns()
-                    async with asyncio.timeout(self.timeouts[client.name]):
-                        answer = await client.choose(prompt)
-            except TimeoutError:
-                reason = "timeout"
-            except ProviderError as exc:
-                reason = exc.reason
-                log.warning("tier 2 %s failed: %s", client.name, exc)
-            except Exception as exc:  # a backend bug must not fail the request either
-                reason = f"error:{type(exc).__name__}"
-                log.exception("tier 2 %s raised", client.name)
-            else:
-                breaker.record_success()
-                return self._answered(decision, answer, client, failures, start, called)
-            breaker.record_failure()
-            failures.append(f"{client.name}: {reason}")
-        return self._degraded(decision, "; ".join(failures), start)
+        try:
+            result = await self.chain.call(self.targets, self._request(prompt), name="tier 2")
+        except FallbacksExhausted as exc:
+            reasons = [f"{self._labels.get(m, m)}: {e.reason}" for m, e in zip(exc.models, exc.errors, strict=True)]
+            return self._degraded(decision, "; ".join(reasons), start)
+        return self._answered(decision, result, start)
 
-    def _answered(self, decision: Decision, answer: LLMAnswer, client: LLMClient, failures: list[str],
-                  start: int, called: int) -> Decision:
+    def _answered(self, decision: Decision, result: ChainResult, start: int) -> Decision:
         done = perf_counter_ns()
-        none = answer.label == NONE_LABEL
-        intent = None if none else answer.label
+        answer = result.completion
+        call_ms = result.attempts[-1].latency_ms
+        none = answer.text == NONE_LABEL
+        intent = None if none else answer.text
         confidence = answer.confidence
         if confidence is None:  # a generated label has no probability: report tier 1's for that intent
             confidence = next((c.score for c in decision.candidates if c.intent == intent), 0.0)
         latency = dict(decision.latency_us)
-        latency["llm"] = round((done - called) / 1000.0, 1)
+        latency["llm"] = round(call_ms * 1000.0, 1)
         latency["total"] = round(latency.get("total", 0.0) + (done - start) / 1000.0, 1)
-        call = LLMCall(backend=client.name, model=answer.model, latency_ms=round((done - called) / 1e6, 3),
-                       prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-                       cached_tokens=answer.cached_tokens, fallback_from=failures)
+        usage = answer.usage
+        estimated = usage.estimated  # no usage block: no counts to report
+        call = LLMCall(backend=result.target.provider, model=answer.model, latency_ms=round(call_ms, 3),
+                       prompt_tokens=0 if estimated else usage.input_tokens + usage.cached_input_tokens,
+                       completion_tokens=0 if estimated else usage.output_tokens,
+                       cached_tokens=0 if estimated else usage.cached_input_tokens,
+                       fallback_from=[f"{t.provider}: {e.reason}" for t, e in result.errors])
         return replace(decision, intent=intent, out_of_scope=none, confidence=round(confidence, 6), tier=TIER_LLM,
                        escalate=False, skill=self._skills.get(intent) if intent else None, llm=call,
                        latency_us=latency)

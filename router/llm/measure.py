@@ -32,9 +32,10 @@ def measure_gate(folder: Path, llm: LLMConfig, val: Labelled, progress: bool | P
             rng = np.random.default_rng(0)
             escalated = sorted(rng.choice(escalated, llm.gate_sample, replace=False).tolist())
         with show.stage("tier-2 gate: load the LLM"):
-            tier2.warm()
+            router.warm()
         asked = [(i, d) for i in escalated if (d := fast[i]) is not None]
-        settled = [tier2.resolve(val.texts[i], d) for i, d in show.iterate(asked, "tier-2 gate", unit="query")]
+        # Tiers 0-1 decide the same again, and tier 2 settles the escalated query.
+        settled = [router.classify(val.texts[i]) for i, _ in show.iterate(asked, "tier-2 gate", unit="query")]
         known = set(router.artifact.intents.names)
         truth = [val.labels[i] if val.labels[i] in known else OOS for i in escalated]
         primary = llm.backends[0]

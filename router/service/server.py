@@ -19,7 +19,7 @@ import uvicorn
 
 from router.config import EncoderConfig
 from router.dispatch import Dispatcher, load_model_routing, load_registry
-from router.router import Router, built_config, index_folder
+from router.router import OpenedIndex, Router
 from router.service.app import create_app
 from router.service.config import ServeConfig
 from router.service.connections import guarded_protocol
@@ -56,8 +56,9 @@ def build_server(config: ServeConfig, router: Router | None = None,
         # skill's handler_timeout_s and its models: Dispatcher.check_deadlines, router/dispatch/deadline.py.
         dispatcher = Dispatcher(load_model_routing(config.model_routing), load_registry(config.skills))
     if router is None:
-        router = Router.load(config.index, index_dir=config.index_dir, encoder=_serving_encoder(config),
-                             static=config.static)
+        # Opened once: the serving encoder settings come from the config.json the load then uses.
+        opened = OpenedIndex.open(config.index, config.index_dir, static=config.static is not False)
+        router = Router.load(opened, encoder=_serving_encoder(config, opened.config.encoder), static=config.static)
     service = ClassifierService(router, config)
     app = create_app(service, dispatcher)
     # httptools with the header timeout and size cap uvicorn lacks (connections.py); the idle
@@ -72,15 +73,12 @@ def build_server(config: ServeConfig, router: Router | None = None,
     return DrainingServer(uv, service, config.drain_delay_s)
 
 
-def _serving_encoder(config: ServeConfig) -> EncoderConfig | None:
-    """The index's own encoder settings with the serving thread count (None: let load report)."""
-    folder = index_folder(config.index, config.index_dir)
-    if not (folder / "config.json").is_file():
-        return None
+def _serving_encoder(config: ServeConfig, built: EncoderConfig) -> EncoderConfig:
+    """The index's own encoder settings with the serving thread count and cache size."""
     update: dict[str, int] = {"threads": config.encoder_threads or min(os.cpu_count() or 1, 4)}
     if config.encoder_cache_size is not None:
         update["cache_size"] = config.encoder_cache_size
-    return built_config(folder).encoder.model_copy(update=update)
+    return built.model_copy(update=update)
 
 
 def raise_open_files_limit() -> int:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from router._strict import Strict
 from router.calibration import Calibration
 from router.errors import IndexLoadError, StaleIndexError
 from router.head import LinearHead
@@ -17,17 +18,16 @@ from router.static.table import StaticTable
 STATIC_FILE = "static.npz"
 
 
-class HeldoutFigures(BaseModel):
+class HeldoutFigures(Strict):
     """What the whole pipeline accepts on the held-out split (out-of-scope queries weighted to the prior)."""
 
-    model_config = ConfigDict(extra="forbid")
     coverage: float | None
     precision: float | None
     oos_recall: float | None
 
 
-class StaticManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+class StaticManifest(Strict):
+    model_config = ConfigDict(ser_json_inf_nan="constants")
     encoder_id: str  # the encoder the table was distilled from
     sha256: str  # of the served arrays (rows, head, examples); the file itself is checked by its record in ``files``
     vocab: int

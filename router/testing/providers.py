@@ -18,6 +18,16 @@ def _text(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
+def _object_body(body: Any, fields: set[str], not_object: str, unknown_field: str) -> dict[str, Any]:
+    """Every provider rejects a body that is not an object, and names the first unknown field, each
+    in its own words (``unknown_field`` has one ``{}`` for the field)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", not_object)
+    if unknown := sorted(set(body) - fields):
+        raise ApiError(400, "invalid_request", unknown_field.format(unknown[0]))
+    return body
+
+
 class FakeOpenAI(LoopbackServer):
     """``/v1/chat/completions``. ``compatible=True`` acts as vLLM/llama.cpp: no key, max_tokens allowed."""
 
@@ -48,10 +58,8 @@ class FakeOpenAI(LoopbackServer):
             raise ApiError(404, "invalid_request", f"Invalid URL (POST {path})")
         if not self.compatible and headers.get("authorization") != f"Bearer {self.api_key}":
             raise ApiError(401, "authentication", "Incorrect API key provided.")
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
-        if unknown := sorted(set(body) - self._FIELDS):
-            raise ApiError(400, "invalid_request", f"Unrecognized request argument supplied: {unknown[0]}")
+        body = _object_body(body, self._FIELDS, "The request body must be a JSON object.",
+                            "Unrecognized request argument supplied: {}")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(400, "invalid_request", "you must provide a model parameter")
@@ -126,10 +134,7 @@ class FakeAnthropic(LoopbackServer):
             raise ApiError(401, "authentication", "invalid x-api-key")
         if not headers.get("anthropic-version"):
             raise ApiError(400, "invalid_request", "anthropic-version: header is required")
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_request", "body: Input should be an object")
-        if unknown := sorted(set(body) - self._FIELDS):
-            raise ApiError(400, "invalid_request", f"{unknown[0]}: Extra inputs are not permitted")
+        body = _object_body(body, self._FIELDS, "body: Input should be an object", "{}: Extra inputs are not permitted")
         for field in ("model", "max_tokens", "messages"):
             if field not in body:
                 raise ApiError(400, "invalid_request", f"{field}: Field required")
@@ -172,7 +177,7 @@ class FakeAnthropic(LoopbackServer):
         except ValueError:
             tool_input = None
         if isinstance(tool_input, dict):
-            content = [{"type": "tool_use", "id": f"toolu_{len(self.requests)}", "name": choice["name"],  # type: ignore[index]
+            content = [{"type": "tool_use", "id": f"toolu_{len(self.requests)}", "name": choice["name"],
                         "input": tool_input}]
             stop = "tool_use"
         else:
@@ -225,10 +230,8 @@ class FakeGemini(LoopbackServer):
             raise ApiError(403, "authentication", "Method doesn't allow unregistered callers. Please use an API key.")
         if headers["x-goog-api-key"] != self.api_key:
             raise ApiError(400, "invalid_request", "API key not valid. Please pass a valid API key.")
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_request", "Invalid JSON payload received.")
-        if unknown := sorted(set(body) - self._FIELDS):
-            raise ApiError(400, "invalid_request", f"Invalid JSON payload received. Unknown name \"{unknown[0]}\"")
+        body = _object_body(body, self._FIELDS, "Invalid JSON payload received.",
+                            'Invalid JSON payload received. Unknown name "{}"')
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             raise ApiError(400, "invalid_request", "* GenerateContentRequest.contents: contents is not specified")

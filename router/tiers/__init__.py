@@ -1,7 +1,7 @@
 """The tiers of the pipeline, in the order a query meets them, behind one small Protocol.
 
 ``rules`` (tier 0) → ``static`` (tier 1a) → ``embedding`` (tier 1b) → ``llm`` (tier 2). Each is
-built from the loaded index and the config by its entry in ``TIERS``; an entry returns None when
+built from the loaded index and the config by its entry in ``TIERS`` (a ``Registry``); an entry returns None when
 its tier is not configured, so the chain holds only the tiers that will run.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from router.registry import Registry
 from router.tiers.base import Query, Tier, TierKind
 from router.tiers.chain import ALL_KINDS, COMPUTE, INLINE, IO, LOCAL, Chain
 
@@ -27,7 +28,7 @@ class TierContext:
     artifact: IndexArtifact
     encoder: Encoder
     escalator: Escalator | None
-    skills: dict[str, str | None]
+    skills: dict[str, str | None]  # intent -> skill (Intent.skill, else the intent's name): the one map
     top_k: int
 
 
@@ -65,20 +66,20 @@ def _llm(ctx: TierContext) -> Tier | None:
     from router.tiers.llm import LLMTier
 
     esc = ctx.escalator
-    return LLMTier(esc) if esc is not None and esc.enabled else None
+    return LLMTier(esc, ctx.skills) if esc is not None and esc.enabled else None
 
 
-# In chain order. A dict keyed by name, as for every other backend; order is insertion order.
-TIERS: dict[str, Callable[[TierContext], Tier | None]] = {
+# In chain order: a registry iterates in insertion order.
+TIERS: Registry[Callable[[TierContext], Tier | None]] = Registry("tier", "tiers", {
     "rules": _rules,
     "static": _static,
     "embedding": _embedding,
     "llm": _llm,
-}
+})
 
 
 def build_chain(ctx: TierContext) -> Chain:
-    return Chain([tier for build in TIERS.values() if (tier := build(ctx)) is not None])
+    return Chain([tier for name in TIERS if (tier := TIERS.get(name)(ctx)) is not None])
 
 
 __all__ = [

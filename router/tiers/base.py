@@ -17,8 +17,9 @@ from router.decision import Decision
 
 # Where a tier may run: ``inline`` on the caller's thread or event loop (tens of µs: rules, the
 # static table), ``compute`` on a worker thread (ms of CPU: the transformer), ``io`` awaited
-# (network: tier 2). The sync path runs them all in order; the async path and the HTTP service
-# use the kind to avoid a thread hop for cheap tiers and to micro-batch only the compute tier.
+# (network: tier 2, async only). The sync path runs them all in order in the calling thread (an io
+# tier through the Router's SyncBridge); the async path uses the kind to avoid a thread hop for
+# cheap tiers and to hand only compute tiers to its compute runner (the service's micro-batcher).
 TierKind = Literal["inline", "compute", "io"]
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from router._strict import Strict
 from router.config import FinetuneConfig
 
 # The tuned encoder's ONNX graph, inside the index folder: serving needs nothing else (no torch).
 TUNED_ONNX = "encoder.onnx"
 
 
-class FinetuneRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FinetuneRecord(Strict):
     base_model: str  # the manifest the weights came from (e.g. minilm-l6-fp32)
     base_encoder_id: str  # its name and weights hash
     base_weights_sha256: str

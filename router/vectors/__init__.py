@@ -1,4 +1,4 @@
-"""Vector indexes behind one Protocol, in a registry keyed by name.
+"""Vector indexes behind one Protocol, in ``VECTOR_INDEXES``, a ``Registry`` keyed by ``vector_index.kind``.
 
 ``flat``: FAISS exact inner product; ``hnsw``: FAISS HNSW graph (approximate,
 sub-millisecond at tens of thousands of vectors); ``numpy``: an in-memory exact
@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from router.errors import ConfigError, IndexLoadError
+from router.errors import IndexLoadError
+from router.registry import Registry
 
 
 class VectorIndex(Protocol):
@@ -108,23 +109,19 @@ def _new_numpy(dimension: int, options: dict[str, int]) -> VectorIndex:
     return NumpyIndex(dimension)
 
 
-VECTOR_INDEXES: dict[str, Callable[[int, dict[str, int]], VectorIndex]] = {
-    "flat": _new_flat,
-    "hnsw": _new_hnsw,
-    "numpy": _new_numpy,
-}
+VECTOR_INDEXES: Registry[Callable[[int, dict[str, int]], VectorIndex]] = Registry(
+    "vector index", "vector_index.kind", {"flat": _new_flat, "hnsw": _new_hnsw, "numpy": _new_numpy})
 
 
 def choose_kind(kind: str, n_vectors: int, auto_hnsw_from: int) -> str:
     if kind == "auto":
         return "hnsw" if n_vectors >= auto_hnsw_from else "flat"
-    if kind not in VECTOR_INDEXES:
-        raise ConfigError(f"vector_index.kind={kind!r} is unknown; known: {sorted(VECTOR_INDEXES)} or 'auto'")
+    VECTOR_INDEXES.get(kind)  # an unknown kind is a ConfigError naming the known ones
     return kind
 
 
 def new_index(kind: str, dimension: int, options: dict[str, int]) -> VectorIndex:
-    return VECTOR_INDEXES[kind](dimension, options)
+    return VECTOR_INDEXES.get(kind)(dimension, options)
 
 
 def load_index(kind: str, path: Path, options: dict[str, int]) -> VectorIndex:

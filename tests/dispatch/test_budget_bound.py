@@ -18,8 +18,8 @@ import pytest
 
 from router.dispatch import BudgetConfig, ChatRequest, Ledger, Message, Price, model_routing_from_dict
 from router.dispatch.pricing import call_cost, max_call_cost
-from router.dispatch.providers import Usage
 from router.errors import BudgetExceeded, ConfigError, SessionsFull
+from router.providers import Usage
 from router.testing import FakeAnthropic, FakeOpenAI
 from tests.dispatch.conftest import Clock, Harness
 

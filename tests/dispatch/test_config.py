@@ -34,7 +34,7 @@ def test_moving_a_skill_to_another_provider_is_an_edit_of_the_file(tmp_path: Pat
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"budget": {}}, "budget: Extra inputs are not permitted"),
+    ({"budget": {}}, "unknown key 'budget'"),
     ({"retry": {"max_retries": 5}}, "retry.max_retries: Input should be less than or equal to 3 (got 5)"),
     ({"overrides": {"x": {"extraction": {"provider": "mistral", "model": "gpt-5.4"}}}},
      "overrides.x.extraction.provider: 'mistral' is not configured"),

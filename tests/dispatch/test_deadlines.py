@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from router.dispatch import ApprovalStore, ChatRequest, Dispatcher, MemorySink, Message, SkillContext, SkillRegistry
 from router.dispatch import model_routing_from_dict as from_dict
-from router.dispatch.deadline import Deadline
 from router.errors import (
     ApprovalError,
     ApprovalRunning,
@@ -29,6 +28,7 @@ from router.errors import (
     SkillFailed,
     TooManyApprovals,
 )
+from router.providers import Deadline
 from tests.dispatch.conftest import PAY, Harness, registry, routing
 
 pytestmark = pytest.mark.anyio
@@ -75,6 +75,7 @@ async def test_a_slow_primary_is_cut_and_the_fallback_answers(harness: Harness) 
     assert totals.calls == 8 and totals.tokens == sum(r.tokens for r in results) > 0
     assert all(r["usage_estimated"] and r["cost_usd"] > 0 for r in cut)
     assert [r["status"] for r in harness.records(d, "skill")] == ["ok"] * 4
+    await d.aclose()  # this loop's connections are closed on it
 
 
 def test_a_retry_that_would_eat_the_fallbacks_share_is_not_made(harness: Harness) -> None:
@@ -108,7 +109,7 @@ def test_a_model_with_no_time_left_is_not_sent(harness: Harness) -> None:
                                    deadline=Deadline(0.01))
 
     with pytest.raises(FallbacksExhausted) as info:
-        d._run(spent())
+        asyncio.run(spent())
     assert [e.reason for e in info.value.errors] == ["deadline"] * 3
     assert "dispatch_timeout_s=0.01" in str(info.value.errors[0])
     assert sum(len(s.requests) for s in harness.fakes.all()) == 0
@@ -148,6 +149,7 @@ async def test_a_caller_that_stops_waiting_does_not_cut_the_dispatch(harness: Ha
     assert [r["status"] for r in harness.records(d, "skill")] == ["ok"]
     assert [r["status"] for r in harness.records(d)] == ["ok"]
     assert len(harness.calls.balance) == 1 and d.session_totals("s").calls == 1
+    await d.aclose()
 
 
 async def test_a_provider_call_cut_after_it_was_sent_is_metered_and_traced(harness: Harness) -> None:
@@ -165,6 +167,7 @@ async def test_a_provider_call_cut_after_it_was_sent_is_metered_and_traced(harne
     assert record["status"] == "timeout" and record["usage_estimated"] and record["tokens"] > 0
     totals = d.session_totals("s")
     assert totals.calls == 1 and totals.tokens == record["tokens"] and float(totals.cost_usd) == record["cost_usd"] > 0
+    await d.aclose()
 
 
 class Slow(BaseModel):

@@ -38,11 +38,9 @@ def _dispatcher(llama: LlamaServer, structured: str = "json_object") -> Dispatch
 
 def test_structured_answer_and_real_usage(llama: LlamaServer) -> None:
     with _dispatcher(llama) as d:
-        import asyncio
-
-        call = asyncio.run(d.acomplete("extraction", "timer", "s", ChatRequest(
+        call = d.complete("extraction", "timer", "s", ChatRequest(
             system="Extract the number of minutes as JSON.", messages=(Message("user", "timer for 10 minutes"),),
-            json_schema=SCHEMA)))
+            json_schema=SCHEMA))
     answer = json.loads(call.completion.text)  # constrained by the server's JSON-schema grammar
     assert isinstance(answer, dict) and isinstance(answer["minutes"], int)
     usage = call.completion.usage

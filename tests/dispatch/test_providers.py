@@ -6,13 +6,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 
 from router.dispatch import ChatRequest, Message, ProviderConfig, Usage, call_cost, load_model_routing
-from router.dispatch.providers import build_provider
-from router.dispatch.providers.http import parse_retry_after
 from router.errors import BadResponse, RateLimited, RequestRejected
+from router.providers import HttpClients, build_provider, parse_retry_after
 from tests.dispatch.conftest import KEYS, Fakes, Harness, provider_section
 
 pytestmark = pytest.mark.anyio
@@ -25,8 +23,11 @@ REQUEST = ChatRequest(system="Extract the city. " * 5, messages=(Message("user",
 
 async def _complete(fakes: Fakes, name: str, model: str, request: ChatRequest = REQUEST) -> Any:
     config = ProviderConfig.model_validate(provider_section(fakes)[name])
-    async with httpx.AsyncClient() as http:
-        return await build_provider(name, config, http).complete(model, request, 2.0)
+    clients = HttpClients()
+    try:
+        return await build_provider(name, config, clients).complete(model, request, 2.0)
+    finally:
+        await clients.aclose()
 
 
 @pytest.mark.parametrize("name, model", [("openai", "gpt-5.4-nano"), ("anthropic", "claude-haiku-4-5"),

@@ -17,8 +17,8 @@ import pytest
 
 from router.dispatch import Dispatcher, MemorySink, model_routing_from_dict
 from router.dispatch.demo import build_registry
-from router.dispatch.providers.http import error_for_status
 from router.errors import FallbacksExhausted, ProviderError, SkillFailed
+from router.providers._http import error_for_status
 from router.redact import MASK, redact, register_secret
 from router.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 from router.testing.loopback import ApiError

@@ -72,7 +72,7 @@ async def _soak(fakes: Fakes, tmp_path: Path, n: int, reset_on_success: bool) ->
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - started
     ledger = {f"s{k}": dispatcher.session_totals(f"s{k}") for k in range(sessions)}
-    dispatcher.close()
+    await dispatcher.aclose()
     traced = session_totals(read_jsonl(tmp_path / "soak.jsonl"))
     return {"n": n, "elapsed": elapsed, "outcomes": outcomes, "results": results, "hung": hung, "ledger": ledger,
             "traced": traced, "faults": [dict(s.faults_served) for s in fakes.all()], "calls": calls, "failed": failed}

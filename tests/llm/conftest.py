@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,17 @@ def make_router(mini_index: Path) -> Iterator[Callable[..., Router]]:
     yield make
     for router in routers:
         router.close()
+
+
+def ping(router: Router) -> dict[str, bool]:
+    """Tier 2's readiness probe from sync code, on a loop of its own (its connections closed there)."""
+    escalator = router.escalator
+    assert escalator is not None
+
+    async def probe() -> dict[str, bool]:
+        try:
+            return await escalator.ping()
+        finally:
+            await escalator.http.aclose()
+
+    return asyncio.run(probe())

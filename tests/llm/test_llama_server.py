@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -19,11 +20,12 @@ import pytest
 
 from router import Router
 from router.decision import TIER_EMBEDDING, TIER_LLM
-from router.llm import LLMBackendConfig, LLMConfig, Prompt
-from router.llm.http_chat import OpenAICompatibleClient
-from router.llm.llama_inproc import gguf_path
+from router.llm import LLMBackendConfig, LLMConfig
+from router.providers import HttpClients
+from router.providers._llama_cpp import gguf_path
+from router.providers._openai import OpenAICompatibleChat
 from router.testing import free_port
-from tests.llm.conftest import ESCALATED
+from tests.llm.conftest import ESCALATED, ping
 
 pytestmark = pytest.mark.llm
 
@@ -92,12 +94,10 @@ def test_without_a_constraint_the_model_answers_outside_the_labels(server: Llama
 
 @pytest.mark.parametrize("constraint", ["json_object", "grammar"])
 def test_a_constrained_answer_is_always_an_offered_label(server: LlamaServer, constraint: str) -> None:
-    client = OpenAICompatibleClient(
-        LLMBackendConfig(backend="openai_compatible", url=server.url, model=MODEL_ALIAS, constraint=constraint),
-        httpx.AsyncClient())
+    backend = LLMBackendConfig(backend="openai_compatible", url=server.url, model=MODEL_ALIAS, constraint=constraint)
+    client = OpenAICompatibleChat(backend.label, backend.provider(), HttpClients())
     for query in ADVERSARIAL:
-        prompt = Prompt("Answer the user.", query, LABELS, query)
-        content = _raw(server, query, {k: v for k, v in client.constraint(prompt).items()})
+        content = _raw(server, query, dict(client.choice_fields(LABELS)))
         label = json.loads(content)["intent"] if constraint == "json_object" else content.strip()
         assert label in LABELS, (constraint, query, content)
 
@@ -121,7 +121,7 @@ def test_router_settles_escalated_queries_through_the_real_server(server: LlamaS
         {"backend": "openai_compatible", "url": server.url, "model": MODEL_ALIAS, "constraint": "grammar",
          "timeout_s": 60}]))
     try:
-        assert router.escalator is not None and router.escalator.ping() == {"openai_compatible": True}
+        assert router.escalator is not None and ping(router) == {"openai_compatible": True}
         d = router.classify("what about my money")
         assert d.tier == TIER_LLM and not d.degraded and d.llm is not None
         assert d.llm.prompt_tokens > 0 and (d.out_of_scope or d.intent in {c.intent for c in d.candidates})
@@ -143,7 +143,7 @@ def test_server_killed_mid_evaluation_every_query_gets_a_decision(mini_index: Pa
         assert len(decisions) == len(ESCALATED) * 2
         assert all(d.tier == TIER_LLM for d in decisions[:3])
         assert all(d.degraded and d.intent is not None for d in decisions[3:])
-        assert {d.degraded_reason for d in decisions[3:]} == {"openai_compatible: unavailable",
+        assert {d.degraded_reason for d in decisions[3:]} == {"openai_compatible: connection",
                                                               "openai_compatible: circuit_open"}
     finally:
         own.kill()
@@ -177,7 +177,7 @@ def test_in_process_call_abandoned_at_its_timeout_does_not_queue_later_calls(min
         assert first.degraded_reason == "llama_cpp: timeout"
         assert second.degraded_reason == "llama_cpp: busy"  # refused at once, not queued
         assert router.escalator is not None
-        router.escalator.timeouts["llama_cpp"] = 60.0
+        router.escalator.targets[0] = replace(router.escalator.targets[0], timeout_s=60.0)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the abandoned call finishes on its own
             later = router.classify("clock")

@@ -13,7 +13,7 @@ from router import Router
 from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
 from router.testing import FakeVLLM
 from router.tiers import LOCAL
-from tests.llm.conftest import ESCALATED
+from tests.llm.conftest import ESCALATED, ping
 
 RouterFactory = Callable[..., Router]
 
@@ -96,9 +96,9 @@ def test_a_request_the_server_rejects_degrades_with_the_status(make_router: Rout
 
 @pytest.mark.parametrize(("fault", "reason"), [
     ("500", "http_500"),
-    ("429", "http_429"),
-    ("malformed", "bad_response"),
-    ("drop", "unavailable"),
+    ("429", "rate_limited"),  # one HTTP boundary for tier 2 and the dispatcher: 429 is RateLimited
+    ("malformed", "malformed"),
+    ("drop", "connection"),
     ("outside", "bad_response"),
 ])
 def test_faults_degrade_to_tier1_best_guess(make_router: RouterFactory, vllm: FakeVLLM,
@@ -162,7 +162,7 @@ def test_fallback_chain_is_taken_in_order(make_router: RouterFactory, vllm: Fake
         assert d.llm is not None and d.llm.backend == "remote" and d.llm.fallback_from == ["local: http_500"]
         second.always("drop")
         d = router.classify("clock")
-        assert d.degraded and d.degraded_reason == "local: http_500; remote: unavailable"
+        assert d.degraded and d.degraded_reason == "local: http_500; remote: connection"
     finally:
         second.stop()
 
@@ -180,19 +180,19 @@ def test_server_killed_mid_run_every_query_still_gets_a_decision(make_router: Ro
     assert all(d.tier == TIER_LLM for d in decisions[:6])
     assert all(d.degraded and d.intent is not None for d in decisions[6:])
     reasons = [d.degraded_reason for d in decisions[6:]]
-    assert reasons[:3] == ["vllm: unavailable"] * 3 and set(reasons[3:]) == {"vllm: circuit_open"}
+    assert reasons[:3] == ["vllm: connection"] * 3 and set(reasons[3:]) == {"vllm: circuit_open"}
 
 
 def test_batch_and_async_paths_escalate(make_router: RouterFactory, vllm: FakeVLLM,
                                         vllm_backend: dict[str, Any]) -> None:
     router = make_router(vllm_backend)
     texts = ["what is the balance of my bank accounts", "clock", "how much"]
-    batch = router.classify_batch(texts)
+    batch = router.classify_many(texts)
     assert batch[0].tier in (TIER_STATIC, TIER_EMBEDDING) and [d.tier for d in batch[1:]] == [TIER_LLM, TIER_LLM]
     assert len(vllm.requests) == 2
 
     async def both() -> tuple[Any, list[Any]]:
-        return await router.aclassify("clock"), await router.aclassify_batch(texts)
+        return await router.aclassify("clock"), await router.aclassify_many(texts)
 
     one, many = asyncio.run(both())
     assert one.tier == TIER_LLM and [d.tier for d in many] == [d.tier for d in batch]
@@ -206,14 +206,14 @@ def test_bearer_token_comes_from_the_environment(make_router: RouterFactory, vll
     assert vllm.requests[0]["headers"]["Authorization"] == "Bearer s3cret"
 
 
-def test_missing_api_key_variable_is_named(mini_index: Any, vllm_backend: dict[str, Any],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from router import ConfigError
-    from router.llm import LLMConfig
-
+def test_missing_api_key_variable_is_named(make_router: RouterFactory, vllm: FakeVLLM, vllm_backend: dict[str, Any],
+                                           monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # As for the dispatcher: a warning at start-up, then each call refused (no_key), so a fallback still serves.
     monkeypatch.delenv("NOPE_KEY", raising=False)
-    with pytest.raises(ConfigError, match="api_key_env='NOPE_KEY' is not set"):
-        Router.load(mini_index, llm=LLMConfig(backends=[{**vllm_backend, "api_key_env": "NOPE_KEY"}]))
+    router = make_router({**vllm_backend, "api_key_env": "NOPE_KEY"})
+    assert "api_key_env='NOPE_KEY' is not set" in caplog.text
+    d = router.classify("clock")
+    assert d.degraded and d.degraded_reason == "vllm: no_key" and vllm.requests == []
 
 
 def test_off_and_unconfigured_tier2_leave_queries_escalated(mini_index: Any, vllm: FakeVLLM,
@@ -232,17 +232,15 @@ def test_off_and_unconfigured_tier2_leave_queries_escalated(mini_index: Any, vll
 def test_readiness_ping(make_router: RouterFactory, vllm: FakeVLLM, vllm_backend: dict[str, Any]) -> None:
     router = make_router(vllm_backend, {"backend": "vllm", "name": "gone", "url": "http://127.0.0.1:9/v1",
                                         "model": "x"})
-    assert router.escalator is not None and router.escalator.ping() == {"vllm": True, "gone": False}
+    assert ping(router) == {"vllm": True, "gone": False}
 
 
 class _Broken:
-    """A custom client whose bug raises a non-router exception: still only a degraded Decision."""
+    """A custom provider whose bug raises a non-router exception: still only a degraded Decision."""
 
     name = "custom"
-    model = "custom-model"
-    concurrency = 1
 
-    async def choose(self, prompt: Any) -> Any:
+    async def complete(self, model: str, request: Any, timeout_s: float) -> Any:
         raise ZeroDivisionError("bug in a custom backend")
 
     async def ping(self) -> bool:
@@ -256,12 +254,12 @@ def test_custom_clients_replace_the_configured_ones(mini_index: Any) -> None:
     from router import ConfigError
     from router.llm import LLMConfig
 
-    config = LLMConfig(backends=[{"backend": "memory"}], gate="on")
-    with Router.load(mini_index, llm=config, llm_clients=[_Broken()]) as router:
+    config = LLMConfig(backends=[{"backend": "memory", "name": "custom"}], gate="on")
+    with Router.load(mini_index, llm=config, providers={"custom": _Broken()}) as router:
         d = router.classify("clock")
         assert d.degraded and d.degraded_reason == "custom: error:ZeroDivisionError"
-    with pytest.raises(ConfigError, match="2 clients given for 1 configured backends"):
-        Router.load(mini_index, llm=config, llm_clients=[_Broken(), _Broken()])
+    with pytest.raises(ConfigError, match=r"\['other'\] name no configured backend; known: custom"):
+        Router.load(mini_index, llm=config, providers={"custom": _Broken(), "other": _Broken()})
 
 
 def test_decision_carries_as_many_candidates_as_tier2_offers(make_router: RouterFactory, vllm: FakeVLLM,

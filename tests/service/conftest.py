@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from router import Router
+from router import Builder, Router, RouterConfig
 from router.llm import LLMConfig
 from router.service import ServeConfig, build_server
 from router.service.server import DrainingServer
@@ -39,15 +40,30 @@ class Running:
         self.thread.join(10)
 
 
+@pytest.fixture(scope="session")
+def skills_index(tmp_path_factory: pytest.TempPathFactory, mini_config: RouterConfig) -> Path:
+    """The mini index with the demo registry's skill names in its intents (``transfer``, ``balance``):
+    a Decision's ``skill`` is what ``/v1/dispatch`` runs, so the intents file says which skill."""
+    folder = tmp_path_factory.mktemp("skills")
+    data = yaml.safe_load(Path(mini_config.intents).read_text())  # type: ignore[arg-type]
+    for intent in data["intents"]:
+        if intent["name"] in ("transfer", "balance"):
+            intent["skill"] = intent["name"]
+    (folder / "intents.yaml").write_text(yaml.safe_dump(data))
+    config = mini_config.model_copy(update={"name": "skills", "intents": str(folder / "intents.yaml")})
+    Builder(config).build(folder / "skills")
+    return folder / "skills"
+
+
 @pytest.fixture
 def start_server(mini_index: Path) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def start(llm: dict[str, Any] | None = None, **options: Any) -> Running:
+    def start(llm: dict[str, Any] | None = None, index: Path = mini_index, **options: Any) -> Running:
         port = free_port()
-        config = ServeConfig(port=port, index=str(mini_index), encoder_threads=1, **options)
+        config = ServeConfig(port=port, index=str(index), encoder_threads=1, **options)
         llm_config = LLMConfig.model_validate({"gate": "on", **llm}) if llm else "off"
-        router = Router.load(mini_index, llm=llm_config)
+        router = Router.load(index, llm=llm_config)
         r = Running(build_server(config, router), port)
         running.append(r)
         return r

@@ -18,14 +18,14 @@ SKILLS = "router.dispatch.demo:registry"
 
 @pytest.fixture
 def dispatch_client(start_server: Callable[..., Running], fakes: Fakes,  # noqa: F811 - the fixture
-                    tmp_path: Path) -> Iterator[Callable[..., httpx.Client]]:
+                    tmp_path: Path, skills_index: Path) -> Iterator[Callable[..., httpx.Client]]:
     clients: list[httpx.Client] = []
 
     def make(**routing: Any) -> httpx.Client:
         path = tmp_path / f"routing-{len(clients)}.yaml"
         path.write_text(yaml.safe_dump({"providers": provider_section(fakes), "trace": {"sink": "memory"},
                                         "retry": {"max_retries": 0}, **routing}))
-        server = start_server(skills=SKILLS, model_routing=str(path))
+        server = start_server(skills=SKILLS, model_routing=str(path), index=skills_index)
         client = httpx.Client(base_url=server.url, timeout=30)
         clients.append(client)
         return client
@@ -113,3 +113,25 @@ def test_dispatch_off_by_default(client: httpx.Client) -> None:
     r = client.post("/v1/dispatch", json={"session_id": "u", "text": "hi"})
     assert r.status_code == 404 and "--skills" in r.json()["detail"]
     assert "/v1/dispatch" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_decisions_skill_is_what_runs_and_dispatch_routes_have_their_own_metric_label(
+        dispatch_client: Callable[..., httpx.Client], fakes: Fakes) -> None:  # noqa: F811
+    client = dispatch_client()
+    # skills_index sets `skill: balance` on the balance intent: the Decision's skill is the one answer.
+    body = client.post("/v1/dispatch", json={"session_id": "m", "text": "what is my checking balance"}).json()
+    assert body["decision"]["intent"] == "balance" and body["decision"]["skill"] == "balance"
+    assert body["skill"] == "balance" and body["status"] == "ok"
+    client.get("/v1/sessions/m")
+    text = client.get("/metrics").text
+    assert 'router_requests_total{endpoint="/v1/dispatch",status="200"} 1.0' in text
+    assert 'router_requests_total{endpoint="/v1/sessions/{session_id}",status="200"} 1.0' in text
+    assert 'endpoint="other"' not in text
+
+
+def test_the_model_routing_file_does_no_intent_routing() -> None:
+    from router.dispatch import model_routing_from_dict
+    from router.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="intents"):
+        model_routing_from_dict({"intents": {"balance": "balance"}})

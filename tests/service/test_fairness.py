@@ -30,7 +30,6 @@ from router.cli import main
 from router.datasets import load_dataset
 from router.service import ServeConfig
 from router.service.batcher import MicroBatcher
-from router.service.models import decision_payload
 from router.testing import ServeProcess
 from tests.service.conftest import Running
 
@@ -174,7 +173,7 @@ def test_a_max_size_batch_answers_in_order_as_one_unchunked_pass_would(start_ser
     assert r.status_code == 200
     got = r.json()["decisions"]
     # Same index, same encoder, in process and in one pass: the same Decisions, in the same order.
-    assert [_same(d) for d in got] == [_same(decision_payload(d, None)) for d in mini_router.classify_batch(texts)]
+    assert [_same(d) for d in got] == [_same(d.to_dict()) for d in mini_router.classify_many(texts)]
     encoded = sum("encode" in d["latency_us"] for d in got)
     config = server.service.config
     assert encoded > config.batch_max
@@ -209,7 +208,7 @@ def test_single_texts_are_answered_while_a_max_size_batch_is_still_encoding(star
             for text in singles:
                 r = c.post("/v1/classify", json={"text": text})
                 assert r.status_code == 200
-                assert _same(r.json()["decisions"][0]) == _same(decision_payload(mini_router.classify(text), None))
+                assert _same(r.json()["decisions"][0]) == _same(mini_router.classify(text).to_dict())
                 done.append("single")
     finally:
         sender.join(60)

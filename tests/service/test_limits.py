@@ -142,7 +142,7 @@ def test_tier2_over_http_and_readiness_follow_the_llm(start_server: Callable[...
         slow_llm.stop()
         assert c.get("/readyz").status_code == 503
         d = c.post("/v1/classify", json={"text": "clock"}).json()["decisions"][0]
-        assert d["degraded"] and d["degraded_reason"] == "vllm: unavailable"
+        assert d["degraded"] and d["degraded_reason"] == "vllm: connection"
         assert "router_degraded_total 1.0" in c.get("/metrics").text
 
 

@@ -140,7 +140,7 @@ import router
 
 r = router.Router.load(sys.argv[1])
 queries = json.loads(sys.argv[2])
-decisions = [[d.intent, d.candidates[0].intent, d.tier] for d in r.classify_batch(queries)]
+decisions = [[d.intent, d.candidates[0].intent, d.tier] for d in r.classify_many(queries)]
 print(json.dumps({"decisions": decisions, "encoder": r.encoder.encoder_id, "tiers": r.chain.names,
                   "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))}))
 """

@@ -1,4 +1,4 @@
-"""The compared methods behind one Protocol, in a registry keyed by the name the CLI takes.
+"""The compared methods behind one Protocol, in ``METHODS``, a ``Registry`` keyed by the name the CLI takes.
 
 Each module imports its heavy or optional dependency (semantic-router, an LLM backend, torch)
 only when the method is built.
@@ -6,8 +6,9 @@ only when the method is built.
 
 from router.bench.methods import every_turn, http, semantic, tiered
 from router.bench.methods.base import Method, MethodContext, MethodFactory, Outcome
+from router.registry import Registry
 
-METHODS: dict[str, MethodFactory] = {
+METHODS: Registry[MethodFactory] = Registry("bench method", "methods", {
     "tiers01": tiered.tiers01,
     "tiers01-finetuned": tiered.tiers01_finetuned,
     "tiers01-static-off": tiered.tiers01_static_off,
@@ -16,7 +17,7 @@ METHODS: dict[str, MethodFactory] = {
     "semantic-router": semantic.default,
     "semantic-router-fitted": semantic.fitted,
     "llm-every-turn": every_turn.every_turn,
-}
+})
 
 # Methods whose extra may be missing: a ``MissingDependency`` from their build skips the row, with its
 # message as the report's note, instead of failing the whole comparison.

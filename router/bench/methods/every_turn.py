@@ -12,13 +12,14 @@ import time
 from time import perf_counter_ns
 from typing import Any
 
+from router._sync import SyncBridge
 from router.bench.methods.base import MethodContext, Outcome
 from router.decision import LLMCall
 from router.errors import ProviderError
 from router.intents import intent_set_from_labelled
-from router.llm import LLM_CLIENTS
-from router.llm.loop import LoopThread
+from router.llm.escalator import choice_request
 from router.llm.prompt import NONE_LABEL, Prompt
+from router.providers import ChatRequest, Completion, HttpClients, build_provider
 
 INSTRUCTIONS = (
     "You route the messages a user sends to an assistant. Each message belongs to at most one of the "
@@ -35,22 +36,21 @@ class EveryTurnLLM:
         self.name = "LLM every turn"
         model = f"{self.backend.backend} {self.backend.model or ''}".strip()
         self.notes: list[str] = [f"{model}, every intent offered"]
-        self._loop = LoopThread("bench-every-turn")
         self._client: Any = None
-        self._http: Any = None
+        self._http = HttpClients()
+        self._bridge = SyncBridge(self._http.aopen)
+        self._target = self.backend.target()
 
     def build(self) -> float:
-        import httpx
-
         intents = intent_set_from_labelled(self.ctx.data.train)
         lines = [INSTRUCTIONS, "", "Intents:"]
         lines += [f"- {i.name}: {i.description}" for i in intents.intents]
         self.system = "\n".join(lines)
         self.labels = (*intents.names, NONE_LABEL)
         started = time.perf_counter()
-        self._http = httpx.AsyncClient()
-        self._client = LLM_CLIENTS[self.backend.backend](self.backend, self._http)
-        self._loop.run(self._client.choose(self._prompt("hello")))  # load the model, cache the prefix
+        self._client = build_provider(self.backend.label, self.backend.provider(), self._http)
+        # Load the model and cache the prefix, without the per-call timeout.
+        self._bridge.call(self._client.complete, self._target.model, self._request(self._prompt("hello")), 600.0)
         seconds = time.perf_counter() - started
         self.notes.append(f"build: load the model and process the {len(self.labels) - 1}-intent prompt prefix")
         return seconds
@@ -59,36 +59,39 @@ class EveryTurnLLM:
         return Prompt(self.system, f"Message: {text}\n\nAnswer with one intent label, or {NONE_LABEL}.",
                       self.labels, text)
 
-    async def _ask(self, prompt: Prompt) -> Any:
-        async with asyncio.timeout(self.backend.timeout_s):
-            return await self._client.choose(prompt)
+    def _request(self, prompt: Prompt) -> ChatRequest:
+        """The same structured choice as tier 2's."""
+        return choice_request(prompt, self._target.max_tokens)
+
+    async def _ask(self, prompt: Prompt) -> Completion:
+        timeout_s = self._target.timeout_s
+        async with asyncio.timeout(timeout_s):
+            answer: Completion = await self._client.complete(self._target.model, self._request(prompt), timeout_s)
+            return answer
 
     def classify(self, text: str) -> Outcome:
         start = perf_counter_ns()
         try:
-            answer = self._loop.run(self._ask(self._prompt(text)))
+            answer = self._bridge.call(self._ask, self._prompt(text))
         except (TimeoutError, ProviderError) as exc:
             reason = exc.reason if isinstance(exc, ProviderError) else "timeout"
             call = LLMCall(self._client.name, self.backend.model or "", (perf_counter_ns() - start) / 1e6,
                            fallback_from=[reason])
             return Outcome(None, False, 0.0, "degraded", call)
-        call = LLMCall(self._client.name, answer.model, (perf_counter_ns() - start) / 1e6, answer.prompt_tokens,
-                       answer.completion_tokens, answer.cached_tokens)
-        none = answer.label == NONE_LABEL
+        usage = answer.usage
+        call = LLMCall(self._client.name, answer.model, (perf_counter_ns() - start) / 1e6,
+                       usage.input_tokens + usage.cached_input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        none = answer.text == NONE_LABEL
         confidence = answer.confidence if answer.confidence is not None else 1.0
-        return Outcome(None if none else answer.label, not none, confidence, "llm", call)
+        return Outcome(None if none else answer.text, not none, confidence, "llm", call)
 
     def close(self) -> None:
         async def shut() -> None:
             if self._client is not None:
                 await self._client.aclose()
-            if self._http is not None:
-                await self._http.aclose()
+            await self._http.aclose()
 
-        try:
-            self._loop.run(shut())
-        finally:
-            self._loop.stop()
+        self._bridge.close(last=shut)
 
 
 def every_turn(ctx: MethodContext, sample: int | None) -> EveryTurnLLM:

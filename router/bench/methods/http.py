@@ -7,19 +7,13 @@ calling ``/v1/classify`` waits for, against the in-process figure of tiers 0-1.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 
 from router.bench.methods.base import MethodContext, Outcome
 from router.bench.methods.tiered import outcome_of, shared_index
-from router.decision import Candidate, Decision
+from router.decision import Decision
 from router.testing.process import ServeProcess
-
-
-def decision_from_json(body: dict[str, Any]) -> Decision:
-    fields = {k: v for k, v in body.items() if k not in ("candidates", "llm")}
-    return Decision(**fields, candidates=[Candidate(**c) for c in body["candidates"]])
 
 
 class HTTPTiered:
@@ -45,7 +39,7 @@ class HTTPTiered:
         assert self.client is not None, "build() first"
         response = self.client.post("/v1/classify", json={"text": text})
         response.raise_for_status()
-        return outcome_of(decision_from_json(response.json()["decisions"][0]))
+        return outcome_of(Decision.from_dict(response.json()["decisions"][0]))
 
     def close(self) -> None:
         if self.client is not None:

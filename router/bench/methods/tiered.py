@@ -78,7 +78,7 @@ class Tiered:
                               "every query the rules leave goes to the transformer")
         if self.tier2:
             assert self.router.tier2 is not None
-            self.router.tier2.warm()
+            self.router.warm()
             backend = self.ctx.llm.backends[0]
             self.notes.append(f"tier 2 forced on (the shipped gate keeps a model that does not beat tier 1 off): "
                               f"{backend.backend} {backend.model or ''}, plus {time.perf_counter() - started:.1f} s "

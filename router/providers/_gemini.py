@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from router.dispatch.config import ProviderConfig
-from router.dispatch.providers.base import ChatRequest, Completion, Usage, estimated_usage
-from router.dispatch.providers.http import count, dig, key_from_env, post_json
 from router.errors import BadResponse
+from router.providers._base import ChatRequest, Completion, Usage, choice_schema
+from router.providers._http import HttpAdapter, count, dig, key_from_env, post_json
 
 
-class GeminiGenerate:
-    """``POST {base_url}/v1beta/models/{model}:generateContent``; JSON answers via responseJsonSchema."""
+class GeminiGenerate(HttpAdapter):
+    """``POST {base_url}/v1beta/models/{model}:generateContent``; JSON answers via responseJsonSchema (a
+    structured choice as ``{"intent": enum}``)."""
 
-    def __init__(self, name: str, config: ProviderConfig, http: httpx.AsyncClient) -> None:
-        self.name = name
-        self.config = config
-        self._http = http
-        self._base = (config.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
+    default_base = "https://generativelanguage.googleapis.com"
 
     def _headers(self) -> dict[str, str]:
         key = key_from_env(self.name, self.config.api_key_env)
@@ -27,9 +21,10 @@ class GeminiGenerate:
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         config: dict[str, Any] = {"temperature": request.temperature, "maxOutputTokens": request.max_tokens}
-        if request.json_schema is not None:
+        schema = choice_schema(request.choices) if request.choices is not None else request.json_schema
+        if schema is not None:
             config["responseMimeType"] = "application/json"
-            config["responseJsonSchema"] = request.json_schema
+            config["responseJsonSchema"] = schema
         return {
             "systemInstruction": {"parts": [{"text": request.system}]},
             "contents": [{"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
@@ -48,13 +43,12 @@ class GeminiGenerate:
             raise BadResponse(self.name, f"no candidates[0].content.parts (finishReason {reason})", reason="malformed")
         text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
         meta = data.get("usageMetadata")
+        parsed = None
         if isinstance(meta, dict) and "promptTokenCount" in meta:
             cached = count(meta.get("cachedContentTokenCount"))
             # Thinking tokens are billed at the output price.
             output = count(meta.get("candidatesTokenCount")) + count(meta.get("thoughtsTokenCount"))
             parsed = Usage(input_tokens=max(0, count(meta["promptTokenCount"]) - cached), output_tokens=output,
                            cached_input_tokens=cached)
-        else:
-            parsed = estimated_usage(request)
-        return Completion(text=text, usage=parsed, model=str(data.get("modelVersion", model)),
-                          finish_reason=dig(data, "candidates", 0, "finishReason"), raw=data)
+        return self.completion(request, text, parsed, model=str(data.get("modelVersion", model)),
+                               finish_reason=dig(data, "candidates", 0, "finishReason"), raw=data)

@@ -1,12 +1,15 @@
 """In-process llama.cpp (llama-cpp-python): the embedded tier-2 default on machines without a GPU.
 
-Two ways to answer, chosen by ``method``:
+It answers structured choices only (``ChatRequest.choices``); the model is the target's (a
+models/ manifest name or a .gguf path). Two ways to answer, chosen by ``method``:
 
 - ``logprob``: score every offered label by its log-likelihood as the assistant's whole answer
   (label tokens, then the end-of-turn token) and take the best. With ``calibrate`` (default)
   each label's score under a content-free message ("N/A") is subtracted first, which removes
   the model's prior for a label; on CLINC150 validation this lifted SmolLM2-135M from 17.5% to
-  27.5% on the escalated slice. The answer is one of the labels by construction.
+  27.5% on the escalated slice. The answer is one of the labels by construction. The content-free
+  request is the request's ``calibration`` (tier 2 builds it from its prompt); without one the
+  scores are not calibrated.
 - ``choice``: decode under a GBNF grammar whose only sentences are the labels.
 
 The model is not thread-safe: every call runs on one dedicated worker thread. The prompt's
@@ -24,12 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from router.errors import BadResponse, ConfigError, ModelError, ProviderUnavailable
-from router.llm.base import LLMAnswer
-from router.llm.config import LLMBackendConfig
-from router.llm.http_chat import label_grammar
-from router.llm.prompt import Prompt, content_free
+from router.errors import BadResponse, ConfigError, ModelError, ProviderUnavailable, RequestRejected
 from router.model_store import load_gguf_manifest, resolve
+from router.providers._base import ChatRequest, Completion, Usage, label_grammar
+from router.providers._config import ProviderConfig
 
 _INSTALL_HINT = "the llama_cpp backend needs llama-cpp-python: pip install 'tiered-router[llm]'"
 
@@ -55,13 +56,11 @@ def _import_llama() -> Any:
 class _Scorer:
     """Owns the Llama object; used only from the worker thread."""
 
-    def __init__(self, config: LLMBackendConfig) -> None:
-        assert config.model is not None
+    def __init__(self, model: str, config: ProviderConfig) -> None:
         llama_cpp = _import_llama()
-        self.path = gguf_path(config.model)
+        self.path = gguf_path(model)
         self.method = config.method
         self.calibrate = config.calibrate
-        self.max_tokens = config.max_tokens
         self.llm = llama_cpp.Llama(
             model_path=str(self.path), n_ctx=config.n_ctx, n_threads=config.threads,
             n_threads_batch=config.threads, logits_all=config.method == "logprob", verbose=False,
@@ -81,8 +80,8 @@ class _Scorer:
         return bytes(self.llm.detokenize([token], special=True)).decode("utf-8", "replace")
 
     # -- helpers --------------------------------------------------------------------------------
-    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
-        text = self.formatter(messages=prompt.messages).prompt  # type: ignore[arg-type,unused-ignore]  # typed when llama_cpp is installed
+    def _prompt_tokens(self, request: ChatRequest) -> list[int]:
+        text = self.formatter(messages=request.chat_messages()).prompt  # type: ignore[arg-type,unused-ignore]  # typed when llama_cpp is installed
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     def _feed(self, tokens: list[int]) -> int:
@@ -105,11 +104,11 @@ class _Scorer:
         return shifted - math.log(float(np.exp(shifted).sum()))
 
     # -- methods ---------------------------------------------------------------------------------
-    def choose(self, prompt: Prompt) -> LLMAnswer:
-        tokens = self._prompt_tokens(prompt)
+    def choose(self, request: ChatRequest, labels: tuple[str, ...]) -> Completion:
+        tokens = self._prompt_tokens(request)
         if self.method == "choice":
-            return self._choose_by_grammar(prompt, tokens)
-        return self._choose_by_likelihood(prompt, tokens)
+            return self._choose_by_grammar(request, labels, tokens)
+        return self._choose_by_likelihood(request, labels, tokens)
 
     def _label_scores(self, tokens: list[int], labels: tuple[str, ...]) -> tuple[np.ndarray, int, int]:
         """Log-likelihood of each label as the whole answer; also (cached prompt tokens, label tokens)."""
@@ -131,67 +130,77 @@ class _Scorer:
         self.llm.n_tokens = base  # leave the prompt in the context for the next call's prefix
         return np.array(scores), cached, generated
 
-    def _choose_by_likelihood(self, prompt: Prompt, tokens: list[int]) -> LLMAnswer:
-        scores, cached, generated = self._label_scores(tokens, prompt.labels)
+    def _choose_by_likelihood(self, request: ChatRequest, labels: tuple[str, ...], tokens: list[int]) -> Completion:
+        scores, cached, generated = self._label_scores(tokens, labels)
         prompt_tokens = len(tokens)
-        if self.calibrate:
-            null_tokens = self._prompt_tokens(content_free(prompt))
-            prior, null_cached, null_generated = self._label_scores(null_tokens, prompt.labels)
+        if self.calibrate and request.calibration is not None:
+            null_tokens = self._prompt_tokens(request.calibration)
+            prior, null_cached, null_generated = self._label_scores(null_tokens, labels)
             scores = scores - prior
             prompt_tokens += len(null_tokens)
             cached += null_cached
             generated += null_generated
         best = int(np.argmax(scores))
         probs = np.exp(scores - scores.max())
-        return LLMAnswer(label=prompt.labels[best], model=self.path.name, prompt_tokens=prompt_tokens,
-                         completion_tokens=generated, cached_tokens=cached,
-                         confidence=round(float(probs[best] / probs.sum()), 6))
+        usage = Usage(input_tokens=prompt_tokens - cached, output_tokens=generated, cached_input_tokens=cached)
+        return Completion(text=labels[best], usage=usage, model=self.path.name,
+                          confidence=round(float(probs[best] / probs.sum()), 6))
 
-    def _choose_by_grammar(self, prompt: Prompt, tokens: list[int]) -> LLMAnswer:
-        grammar = self._grammar_cls.from_string(label_grammar(prompt.labels), verbose=False)
-        out = self.llm.create_completion(tokens, grammar=grammar, temperature=0.0, max_tokens=self.max_tokens)
+    def _choose_by_grammar(self, request: ChatRequest, labels: tuple[str, ...], tokens: list[int]) -> Completion:
+        grammar = self._grammar_cls.from_string(label_grammar(labels), verbose=False)
+        out = self.llm.create_completion(tokens, grammar=grammar, temperature=0.0, max_tokens=request.max_tokens)
         text = str(out["choices"][0]["text"]).strip()
-        if text not in prompt.labels:
+        if text not in labels:
             raise BadResponse(self.path.name, f"answer {text!r} is not one of the offered labels")
         usage = out.get("usage") or {}
-        return LLMAnswer(label=text, model=self.path.name, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                         completion_tokens=int(usage.get("completion_tokens", 0)))
+        return Completion(text=text, model=self.path.name,
+                          usage=Usage(input_tokens=int(usage.get("prompt_tokens", 0)),
+                                      output_tokens=int(usage.get("completion_tokens", 0))))
 
 
-class LlamaCppClient:
-    def __init__(self, config: LLMBackendConfig) -> None:
-        assert config.model is not None
-        self.name = config.label
-        self.model = config.model
+class LlamaCpp:
+    """The provider: one model per target model, loaded on its first call, on one worker thread."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
         self.config = config
-        self.concurrency = 1  # one model context: calls queue in the escalator, not in the executor
-        gguf_path(config.model)  # fail at construction on a missing package or a bad hash
-        _import_llama()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
-        self._scorer: _Scorer | None = None
-        self._running: asyncio.Future[LLMAnswer] | None = None
+        _import_llama()  # fail at construction without the package, with the install hint
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._scorers: dict[str, _Scorer] = {}
+        self._running: asyncio.Future[Completion] | None = None
 
-    def _run(self, prompt: Prompt) -> LLMAnswer:
-        if self._scorer is None:
-            self._scorer = _Scorer(self.config)
-        return self._scorer.choose(prompt)
+    def check_model(self, model: str) -> None:
+        """Fail at start-up, not at the first call, on a missing package or a bad hash."""
+        gguf_path(model)
 
-    async def choose(self, prompt: Prompt) -> LLMAnswer:
+    def _run(self, model: str, request: ChatRequest, labels: tuple[str, ...]) -> Completion:
+        if model not in self._scorers:
+            self._scorers[model] = _Scorer(model, self.config)
+        return self._scorers[model].choose(request, labels)
+
+    async def complete(self, model: str, request: ChatRequest, timeout_s: float) -> Completion:
+        if request.choices is None:
+            raise RequestRejected(self.name, "the in-process llama.cpp provider answers structured choices only "
+                                             "(ChatRequest.choices)", reason="unsupported")
         # llama.cpp cannot be interrupted: a call abandoned at its timeout runs on. Queueing behind
         # it would make every later call time out too, so refuse at once until it has finished.
         if self._running is not None and not self._running.done():
             raise ProviderUnavailable(self.name, "still busy with a call abandoned at its timeout", reason="busy")
-        self._running = asyncio.get_running_loop().run_in_executor(self._pool, self._run, prompt)
+        self._running = asyncio.get_running_loop().run_in_executor(self._pool, self._run, model, request,
+                                                                   request.choices)
         # Retrieve the outcome even when nobody awaits it any more (abandoned at a timeout).
         self._running.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             return await asyncio.shield(self._running)
-        except (ModelError, BadResponse):
+        except BadResponse:
             raise
+        except (ModelError, ConfigError) as exc:  # the model cannot load: this provider's failure, named
+            raise ProviderUnavailable(self.name, str(exc), reason="model") from exc
         except Exception as exc:  # a llama.cpp failure (context overflow, decode error) fails this call only
             raise ProviderUnavailable(self.name, f"llama.cpp failed: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
+        """In process: there is nothing to reach."""
         return True
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from router.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
+from router.providers._breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
 
 
 class Clock:

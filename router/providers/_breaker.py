@@ -16,15 +16,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from router._strict import Strict
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
 
-class BreakerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BreakerConfig(Strict):
     failures: int = Field(5, ge=1, le=10_000, description="failures within window_s that open the breaker")
     window_s: float = Field(60.0, gt=0)
     cooldown_s: float = Field(30.0, gt=0, description="how long it stays open before one probe")

@@ -1,0 +1,320 @@
+"""One ``Chain`` for ordered fallbacks: breakers, retries, concurrency slots, timeouts, deadlines.
+
+For each target of the chain (primary, then the fallbacks in order): skip it if its breaker is
+open, or if the deadline leaves it no time; otherwise try it up to ``1 + retry.max_retries``
+times, retrying only retryable failures (timeouts, 429, 5xx/529, dropped connections), waiting
+Retry-After when the provider gave one (up to ``max_retry_after_s``; a longer wait moves on to
+the next target) and exponential backoff with full jitter otherwise. The breaker is asked again
+before each retry. Each attempt waits for its target's concurrency slot first (outside its
+timeout: waiting for a slot is not the backend's fault), then is bounded by the target's
+``timeout_s`` (cut to what is left of its deadline slot). An unexpected exception from an adapter
+counts as that target's failure (``ProviderUnavailable``, reason ``error:<Type>``, not retried):
+it never crashes the caller.
+
+Breakers are per (provider, model). A ``Meter`` (the dispatcher's budgets, cost and trace) is told
+about every attempt: ``reserve`` before it is sent (raising there stops the whole call, nothing is
+sent), then exactly one of ``settled`` (answered), ``spent`` (timed out or cancelled once sent: the
+provider may bill it) or ``released`` (refused or failed before any work), and ``record`` for every
+attempt, skipped ones included. Tier 2 passes no meter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from router.errors import CircuitOpen, FallbacksExhausted, ProviderError, ProviderTimeout, ProviderUnavailable
+from router.providers._base import ChatRequest, Completion, Provider, Usage
+from router.providers._breaker import BreakerConfig, CircuitBreaker
+from router.providers._config import RetryConfig
+from router.providers._deadline import MIN_ATTEMPT_S, Deadline, Slot
+
+log = logging.getLogger("router.providers")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model of a chain: which provider serves it, and the bounds of each attempt.
+
+    ``max_concurrency``: attempts in flight at once (per event loop); more wait for a slot. None: no bound.
+    """
+
+    provider: str
+    model: str
+    timeout_s: float = 30.0
+    max_tokens: int = 1024
+    max_concurrency: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt (``attempt`` 0: skipped without a call), and what the meter charged for it."""
+
+    provider: str
+    model: str
+    attempt: int
+    status: str
+    latency_ms: float
+    error: str | None = None
+    # What this attempt was metered: an answer's usage, or the reservation of one that timed out once sent.
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """What the meter's ``record`` is told besides the ``Attempt``."""
+
+    target: Target
+    usage: Usage | None
+    fallback_from: str | None
+    timeout_s: float | None
+    breaker: str
+
+
+class Meter(Protocol):
+    """Budgets, cost and trace around each attempt of a chain call (see the module docstring)."""
+
+    def reserve(self, target: Target, request: ChatRequest) -> Any: ...
+
+    def settled(self, handle: Any, target: Target, completion: Completion) -> Decimal: ...
+
+    def spent(self, handle: Any, target: Target) -> tuple[Usage, Decimal]: ...
+
+    def released(self, handle: Any) -> None: ...
+
+    def record(self, attempt: Attempt, info: AttemptInfo) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    completion: Completion
+    target: Target
+    fallback_from: str | None  # the primary's key when another target answered
+    attempts: list[Attempt] = field(default_factory=list)
+    errors: list[tuple[Target, ProviderError]] = field(default_factory=list)  # the targets that failed first
+
+    @property
+    def cost(self) -> Decimal:
+        return self.attempts[-1].cost if self.attempts else Decimal(0)
+
+
+class _OutOfSlot(stop_base):
+    """Stop retrying when the coming wait would leave no attempt time in the target's slot."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self.slot.fits(retry_state.upcoming_sleep)
+
+
+class Chain:
+    """Calls ``providers`` (name → Provider) along an ordered list of ``Target``s."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        *,
+        breaker: BreakerConfig | None = None,
+        retry: RetryConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        breaker_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.providers = providers
+        self.breaker_config = breaker or BreakerConfig()
+        self.retry = retry or RetryConfig()
+        self._sleep = sleep
+        self._breaker_clock = breaker_clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._jitter = wait_random_exponential(multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s)
+        # asyncio.Semaphore binds to the loop that first waits on it: one set per loop.
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary())
+
+    def breaker(self, target: Target) -> CircuitBreaker:
+        if target.key not in self.breakers:
+            self.breakers[target.key] = CircuitBreaker(self.breaker_config, clock=self._breaker_clock)
+        return self.breakers[target.key]
+
+    def _slot(self, target: Target) -> asyncio.Semaphore | None:
+        if target.max_concurrency is None:
+            return None
+        per_loop = self._slots.setdefault(asyncio.get_running_loop(), {})
+        if target.key not in per_loop:
+            per_loop[target.key] = asyncio.Semaphore(target.max_concurrency)
+        return per_loop[target.key]
+
+    async def call(self, targets: Sequence[Target], request: ChatRequest, *, meter: Meter | None = None,
+                   deadline: Deadline | None = None, primary: str | None = None,
+                   name: str = "chain") -> ChainResult:
+        """The first answer along ``targets``; ``FallbacksExhausted`` (named ``name``) with every
+        target's error when none answers. ``primary``: the key ``fallback_from`` names (default: the
+        first target's); ``deadline``: each target then runs within its slot."""
+        primary = primary if primary is not None else (targets[0].key if targets else None)
+        errors: list[tuple[Target, ProviderError]] = []
+        attempts: list[Attempt] = []
+        for i, target in enumerate(targets):
+            fallback_from = primary if target.key != primary else None
+            breaker = self.breaker(target)
+            if not breaker.allow():
+                skipped: ProviderError = CircuitOpen(
+                    target.key, f"breaker open, next probe in {breaker.retry_after():.1f}s")
+                errors.append((target, skipped))
+                self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
+                             str(skipped))
+                continue
+            slot = deadline.slot(targets[i:]) if deadline is not None else None
+            if deadline is not None and slot is not None and slot.left() < MIN_ATTEMPT_S:
+                skipped = ProviderTimeout(target.key, f"not tried: {max(0.0, slot.left()):.2f}s left of its share of "
+                                                      f"dispatch_timeout_s={deadline.seconds:g}", reason="deadline")
+                errors.append((target, skipped))
+                self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
+                             str(skipped))
+                continue
+            try:
+                completion = await self._retrying(target, request, meter, fallback_from, attempts, slot)
+            except ProviderError as exc:
+                errors.append((target, exc))
+                continue
+            return ChainResult(completion, target, fallback_from, attempts, errors)
+        raise FallbacksExhausted(name, [e for _, e in errors], [t.key for t, _ in errors],
+                                 spent_tokens=sum(a.tokens for a in attempts),
+                                 spent_cost=float(sum((a.cost for a in attempts), Decimal(0))))
+
+    # -- retries -----------------------------------------------------------------------------------
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, ProviderError) or not exc.retryable:
+            return False
+        # A wait longer than we accept is better spent on the next target of the chain.
+        return exc.retry_after is None or exc.retry_after <= self.retry.max_retry_after_s
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ProviderError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._jitter(state))
+
+    async def _retrying(self, target: Target, request: ChatRequest, meter: Meter | None, fallback_from: str | None,
+                        attempts: list[Attempt], slot: Slot | None) -> Completion:
+        breaker = self.breaker(target)
+        result: Completion | None = None
+        stop: stop_base = stop_after_attempt(1 + self.retry.max_retries)
+        if slot is not None:
+            # A retry whose wait would run past this target's slot is not made: the time belongs to
+            # the next target of the chain, which is tried instead.
+            stop = stop_any(stop, _OutOfSlot(slot))
+        retrying = AsyncRetrying(stop=stop, wait=self._wait, retry=retry_if_exception(self._should_retry),
+                                 sleep=self._sleep, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number > 1 and not breaker.allow():
+                    raise CircuitOpen(target.key, "breaker opened during retries; moving to the next model")
+                # Within the slot: min(timeout_s, what is left of it), so the next target keeps its share.
+                timeout_s = target.timeout_s if slot is None else min(target.timeout_s,
+                                                                      max(MIN_ATTEMPT_S, slot.left()))
+                result = await self._attempt(target, request, number, meter, fallback_from, attempts, timeout_s)
+        assert result is not None  # reraise=True: the loop either set it or raised
+        return result
+
+    # -- one attempt -------------------------------------------------------------------------------
+    async def _attempt(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
+                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float) -> Completion:
+        slot = self._slot(target)
+        if slot is None:
+            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s)
+        async with slot:  # waited for before the reservation and the timeout: nothing is sent yet
+            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s)
+
+    async def _metered(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
+                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float) -> Completion:
+        request = replace(request, max_tokens=target.max_tokens)
+        handle = meter.reserve(target, request) if meter is not None else None
+        breaker = self.breaker(target)
+        started = time.perf_counter()
+        try:
+            completion = await self._timed(target, request, timeout_s)
+        except ProviderTimeout as exc:
+            # The request went out and the provider may still bill it: metered at the reserved worst
+            # case (an upper bound, like every reservation), never forgotten.
+            breaker.record_failure()
+            self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                        f"{exc}; metered at the reserved worst case", timeout_s)
+            raise
+        except ProviderError as exc:  # refused or failed before any work was billed (4xx, 429, 5xx, no connection)
+            if meter is not None:
+                meter.released(handle)
+            breaker.record_failure()
+            log.warning("%s failed: %s", target.key, exc)
+            self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0), fallback_from,
+                         str(exc), timeout_s)
+            raise
+        except BaseException:
+            # Cancelled from outside (a dispatch cut at shutdown, a caller's own timeout) once the
+            # request may have gone out: metered the same way, and traced as a timeout.
+            self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                        "cancelled once sent; metered at the reserved worst case", timeout_s)
+            raise
+        cost = meter.settled(handle, target, completion) if meter is not None else Decimal(0)
+        breaker.record_success()
+        self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from, None,
+                     timeout_s)
+        return completion
+
+    async def _timed(self, target: Target, request: ChatRequest, timeout_s: float) -> Completion:
+        provider = self.providers[target.provider]
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await provider.complete(target.model, request, timeout_s)
+        except TimeoutError:
+            raise ProviderTimeout(target.provider, f"no answer within timeout_s={timeout_s:g}") from None
+        except ProviderError:
+            raise
+        except Exception as exc:  # an adapter's bug fails this target only, never the caller
+            log.exception("provider %s raised", target.provider)
+            error = ProviderUnavailable(target.provider, f"{type(exc).__name__}: {exc}",
+                                        reason=f"error:{type(exc).__name__}")
+            error.retryable = False  # a bug does not go away by asking again
+            raise error from exc
+
+    def _spent(self, meter: Meter | None, handle: Any, attempts: list[Attempt], target: Target, number: int,
+               started: float, fallback_from: str | None, error: str, timeout_s: float) -> None:
+        usage, cost = meter.spent(handle, target) if meter is not None else (None, Decimal(0))
+        completion = Completion("", usage, target.model) if usage is not None else None
+        self._record(meter, attempts, target, number, "timeout", _ms(started), completion, cost, fallback_from,
+                     error, timeout_s)
+
+    def _record(self, meter: Meter | None, attempts: list[Attempt], target: Target, number: int, status: str,
+                latency_ms: float, completion: Completion | None, cost: Decimal, fallback_from: str | None,
+                error: str | None, timeout_s: float | None = None) -> None:
+        usage = completion.usage if completion is not None else None
+        attempt = Attempt(target.provider, target.model, number, status, latency_ms, error,
+                          usage.total if usage else 0, cost)
+        attempts.append(attempt)
+        if meter is not None:
+            meter.record(attempt, AttemptInfo(target, usage, fallback_from, timeout_s, self.breaker(target).state))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,96 @@
+"""The one exception -> HTTP status table of every route, and the error bodies.
+
+``InputError`` and a request that fails validation answer 422 ``{"detail": ...}``. The dispatcher's
+errors add ``"error"`` (the exception's name) and their own fields, and are counted in
+``router_dispatch_total`` under that name: budget 429, not allowlisted 403, invalid parameters 422,
+unknown approval 404, a provider chain or a skill that failed 502, a new session past
+budgets.max_sessions 503, an approval whose handler is running 409, pending approvals past their cap
+429. A refusal that clears by itself (SessionsFull, TooManyApprovals) says when (Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from router.errors import (
+    ApprovalError,
+    ApprovalRunning,
+    BudgetExceeded,
+    DispatchError,
+    FallbacksExhausted,
+    InputError,
+    InvalidParameters,
+    ProviderError,
+    SessionsFull,
+    SkillFailed,
+    SkillNotAllowed,
+    TooManyApprovals,
+)
+from router.service.metrics import Metrics
+from router.service.models import ErrorResponse
+
+# Starlette picks the handler of the most specific class in an exception's MRO, so subclasses
+# (ApprovalRunning under ApprovalError, InvalidParameters beside InputError) get their own rows.
+STATUS: dict[type[Exception], int] = {
+    InputError: 422,
+    BudgetExceeded: 429,
+    SkillNotAllowed: 403,
+    InvalidParameters: 422,
+    ApprovalError: 404,
+    SkillFailed: 502,
+    FallbacksExhausted: 502,
+    ProviderError: 502,
+    SessionsFull: 503,
+    ApprovalRunning: 409,
+    TooManyApprovals: 429,
+}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route: each status with the error body's model."""
+    return {code: {"model": ErrorResponse, "description": text} for code, text in descriptions.items()}
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
+    if not isinstance(exc, DispatchError | ProviderError):
+        return {"detail": str(exc)}
+    body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
+    if isinstance(exc, BudgetExceeded):
+        body.update(budget=exc.budget, limit=exc.limit, used=exc.used)
+    elif isinstance(exc, InvalidParameters):
+        body["errors"] = exc.errors
+    elif isinstance(exc, SkillFailed | ProviderError):
+        body["reason"] = exc.reason
+    elif isinstance(exc, TooManyApprovals):
+        body.update(limit_name=exc.limit_name, limit=exc.limit)
+    return body
+
+
+def _retry_after(exc: Exception) -> dict[str, str] | None:
+    """A refusal that clears by itself says when; the client's retry policy reads it."""
+    if isinstance(exc, SessionsFull | TooManyApprovals):
+        return {"Retry-After": str(math.ceil(exc.retry_after))}
+    return None
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    async def known(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, DispatchError | ProviderError):
+            metrics.dispatch.labels(type(exc).__name__).inc()
+        status = next(STATUS[t] for t in type(exc).__mro__ if t in STATUS)
+        return JSONResponse(error_body(exc), status_code=status, headers=_retry_after(exc))
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    for exc_type in STATUS:
+        app.add_exception_handler(exc_type, known)
+    app.add_exception_handler(RequestValidationError, invalid_request)
