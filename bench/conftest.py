@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from router import Builder, EncoderConfig, Router, RouterConfig
-from router.artifact import read_manifest
+from router._artifact import read_manifest
+from router._paths import indexes_dir
 from router.datasets import load_dataset
 from router.errors import IndexLoadError
-from router.paths import indexes_dir
 
 # Settled by the static tier on the default index (checked where it is used).
 QUERY = "what is my bank balance"

@@ -20,8 +20,8 @@ import pytest
 from router import Router
 from router.encoders import TokenEncoder, token_encoder
 from router.tiers import Chain, Query, Tier
-from router.tiers.embedding import EmbeddingTier
-from router.tiers.rules import RulesTier
+from router.tiers._embedding import EmbeddingTier
+from router.tiers._rules import RulesTier
 
 from .conftest import QUERY, TRANSFORMER_QUERY
 

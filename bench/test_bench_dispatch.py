@@ -19,8 +19,8 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from router.dispatch import Dispatcher, model_routing_from_dict
+from router.dispatch._extraction import first_request
 from router.dispatch.demo import build_registry
-from router.dispatch.extraction import first_request
 from router.providers import HttpClients
 from router.providers._openai import OpenAIChat
 from router.testing import FakeOpenAI

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from router import Encoder, EncoderConfig, Router
-from router.artifact import read_manifest
-from router.encoders import build_encoder
+from router import EncoderConfig, Router
+from router._artifact import read_manifest
+from router._paths import indexes_dir
+from router.encoders import Encoder, build_encoder
 from router.errors import IndexLoadError
-from router.paths import indexes_dir
 
 from .conftest import QUERY, TRANSFORMER_QUERY
 

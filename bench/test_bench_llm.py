@@ -19,7 +19,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from router import Router
 from router._sync import SyncBridge
 from router.llm import LLMConfig
-from router.llm.escalator import Escalator
+from router.llm._escalator import Escalator
 from router.testing import FakeVLLM
 
 ESCALATED_QUERY = "blah blah car keys"

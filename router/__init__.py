@@ -1,17 +1,23 @@
 """tiered-router: decide each query's intent with rules, a static token table, a transformer, then (rarely) an LLM.
 
-Nothing heavy is imported here: ONNX Runtime, FAISS and tokenizers load when a
-Router or Builder is first built.
+The public API is what ``__all__`` lists, and nothing else: the modules behind it are private
+(``_name.py``), as in httpx. ``router.dispatch``, ``router.service``, ``router.providers`` and
+``router.testing`` are public namespaces with their own ``__all__``.
+
+Nothing heavy is imported here: ONNX Runtime, FAISS and tokenizers load when a Router or Builder
+is first built; the dispatcher, the HTTP client and the server settings load on first use of
+their names.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from router.builder import Builder, BuildReport
-from router.calibration import Calibration
-from router.config import (
+from router._builder import Builder, BuildReport
+from router._config import (
     CalibrationConfig,
     EncoderConfig,
-    HeadConfig,
+    FinetuneConfig,
     LimitsConfig,
     RouterConfig,
     RulesConfig,
@@ -19,57 +25,92 @@ from router.config import (
     VectorIndexConfig,
     load_config,
 )
-from router.decision import Candidate, Decision
-from router.encoders import ENCODERS, Encoder
+from router._decision import Candidate, Decision
+from router._intents import Intent, IntentSet, intent_set_from_yaml, load_intent_source
+from router._router import Router
 from router.errors import (
+    ApprovalError,
+    ApprovalRunning,
+    BadResponse,
+    BudgetExceeded,
+    CircuitOpen,
     ConfigError,
+    DispatchError,
+    FallbacksExhausted,
     IndexLoadError,
     InputError,
+    InvalidParameters,
+    MissingDependency,
     ModelError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    RequestRejected,
     RouterError,
+    ServiceAuthError,
+    ServiceDispatchError,
+    ServiceError,
+    ServiceInputError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    SessionsFull,
+    SkillFailed,
+    SkillNotAllowed,
     StaleIndexError,
+    TooManyApprovals,
 )
-from router.intents import Intent, IntentSet, intent_set_from_yaml, load_intent_source
-from router.router import Router
-from router.rules import RuleMatch, RuleSet
-from router.vectors import VECTOR_INDEXES, VectorIndex
+from router.llm import LLMBackendConfig, LLMConfig
+
+if TYPE_CHECKING:
+    from router._client import AsyncRouterClient, RouterClient
+    from router.dispatch import (
+        Dispatcher,
+        ModelRoutingConfig,
+        Skill,
+        SkillContext,
+        SkillRegistry,
+        load_model_routing,
+    )
+    from router.service import ServeConfig
 
 try:
     __version__ = version("tiered-router")
 except PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
+# Loaded on first use: the dispatcher brings tenacity and httpx, the client httpx.
+_LAZY = {
+    "Dispatcher": "router.dispatch", "ModelRoutingConfig": "router.dispatch", "Skill": "router.dispatch",
+    "SkillContext": "router.dispatch", "SkillRegistry": "router.dispatch", "load_model_routing": "router.dispatch",
+    "RouterClient": "router._client", "AsyncRouterClient": "router._client", "ServeConfig": "router.service",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'router' has no attribute {name!r}")
+
+
 __all__ = [
-    "ENCODERS",
-    "VECTOR_INDEXES",
-    "BuildReport",
-    "Builder",
-    "Calibration",
-    "CalibrationConfig",
-    "Candidate",
-    "ConfigError",
-    "Decision",
-    "Encoder",
-    "EncoderConfig",
-    "HeadConfig",
-    "IndexLoadError",
-    "InputError",
-    "Intent",
-    "IntentSet",
-    "LimitsConfig",
-    "ModelError",
-    "Router",
-    "RouterConfig",
-    "RouterError",
-    "RuleMatch",
-    "RuleSet",
-    "RulesConfig",
-    "StaleIndexError",
-    "StaticConfig",
-    "VectorIndex",
-    "VectorIndexConfig",
+    # classify
+    "Router", "Decision", "Candidate",
+    # build, and the configs a user writes
+    "Builder", "BuildReport", "RouterConfig", "EncoderConfig", "VectorIndexConfig", "CalibrationConfig",
+    "LimitsConfig", "RulesConfig", "StaticConfig", "FinetuneConfig", "LLMConfig", "LLMBackendConfig",
+    "load_config", "Intent", "IntentSet", "intent_set_from_yaml", "load_intent_source",
+    # dispatch, serve, call the service
+    "Dispatcher", "SkillRegistry", "Skill", "SkillContext", "ModelRoutingConfig", "load_model_routing",
+    "ServeConfig", "RouterClient", "AsyncRouterClient",
+    # the error tree (router/errors.py)
+    "RouterError", "ConfigError", "MissingDependency", "InputError", "ModelError", "IndexLoadError",
+    "StaleIndexError", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "BadResponse",
+    "RequestRejected", "CircuitOpen", "FallbacksExhausted", "DispatchError", "BudgetExceeded", "SessionsFull",
+    "SkillNotAllowed", "InvalidParameters", "ApprovalError", "ApprovalRunning", "TooManyApprovals", "SkillFailed",
+    "ServiceError", "ServiceInputError", "ServiceAuthError", "ServiceUnavailable", "ServiceTimeout",
+    "ServiceDispatchError",
     "__version__",
-    "intent_set_from_yaml",
-    "load_config",
-    "load_intent_source",
 ]

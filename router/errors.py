@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.redact import redact
+from router._redact import redact
 
 __all__ = [
     "ConfigError",

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from router import EncoderConfig, RouterConfig
+from router._evaluation import run_eval
 from router.datasets import load_dataset
-from router.evaluation import run_eval
 
 pytestmark = pytest.mark.slow
 

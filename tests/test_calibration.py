@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from router.calibration import Calibration, fit_calibration
+from router._calibration import Calibration, fit_calibration
 
 
 def synthetic(n: int = 2000, n_oos: int = 100, seed: int = 0):  # type: ignore[no-untyped-def]

@@ -11,8 +11,8 @@ from time import perf_counter_ns
 import pytest
 
 from router import Router
+from router._decision import Candidate, Decision
 from router._sync import SyncBridge
-from router.decision import Candidate, Decision
 from router.tiers import TIERS, Chain, Query, Tier, TierKind
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from router._cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -90,7 +90,7 @@ def _run_cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
             f"class Block:\n    def find_spec(self, name, path=None, target=None):\n"
             f"        if name.split('.')[0] in {block.split(',')!r}: raise ModuleNotFoundError(name=name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "from router.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+            "from router._cli import main\nsys.exit(main(sys.argv[1:]))\n")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -127,10 +127,10 @@ def test_library_and_serve_help_work_without_the_server_extra(mini_index: Path) 
 def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_index: Path) -> None:
     import os
 
-    from router.config import EncoderConfig
-    from router.router import built_config
-    from router.service.config import ServeConfig
-    from router.service.server import _serving_encoder
+    from router._config import EncoderConfig
+    from router._router import built_config
+    from router.service._config import ServeConfig
+    from router.service._server import _serving_encoder
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -147,8 +147,8 @@ def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_i
 
 
 def test_serve_flags_are_generated_from_the_config_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.cli import _serve_options, build_parser
-    from router.service.config import ServeConfig, load_serve_config
+    from router._cli import _serve_options, build_parser
+    from router.service._config import ServeConfig, load_serve_config
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

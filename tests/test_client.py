@@ -1,4 +1,4 @@
-"""router.client against real `router serve` instances (uvicorn on a free port, the service tests' fixtures).
+"""router._client against real `router serve` instances (uvicorn on a free port, the service tests' fixtures).
 
 Only the 503-retry and a malformed-body test use an httpx MockTransport: the real service's 503
 needs max_in_flight saturated, and its Retry-After is at least a whole second.
@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from router import Router, errors
-from router.client import AsyncRouterClient, DispatchReply, RouterClient
-from router.decision import Candidate, Decision, LLMCall
+from router._client import AsyncRouterClient, DispatchReply, RouterClient
+from router._decision import Candidate, Decision, LLMCall
 from router.dispatch import DispatchResult
 from router.service import ServeConfig, build_server
 from router.testing import free_port
@@ -362,7 +362,7 @@ def test_a_500_is_a_service_error_with_the_servers_message() -> None:
 # -- 503 and Retry-After ----------------------------------------------------------------------------
 def test_a_503_is_retried_after_its_retry_after(caplog: pytest.LogCaptureFixture) -> None:
     handler = Scripted(BUSY, BUSY, (200, {}, {"decisions": [_decision().to_dict()], "session_id": None}))
-    with caplog.at_level(logging.WARNING, logger="router.client"):
+    with caplog.at_level(logging.WARNING, logger="router._client"):
         with RouterClient(transport=httpx.MockTransport(handler), retries=2) as client:
             assert client.classify("balance at chase") == _decision()
     assert len(handler.requests) == 3

@@ -88,7 +88,7 @@ def test_the_formatter_names_the_path_the_value_and_unknown_keys() -> None:
 # -- ServeConfig: flags over the environment over the defaults -------------------------------------------------
 
 def test_serve_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.service.config import ServeConfig, load_serve_config
+    from router.service._config import ServeConfig, load_serve_config
 
     monkeypatch.setenv("ROUTER_SERVE_PORT", "9123")
     monkeypatch.setenv("ROUTER_SERVE_STATIC", "false")
@@ -101,7 +101,7 @@ def test_serve_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_bad_environment_value_names_the_variable_and_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.service.config import load_serve_config
+    from router.service._config import load_serve_config
 
     monkeypatch.setenv("ROUTER_SERVE_MAX_IN_FLIGHT", "0")
     with pytest.raises(ConfigError, match=r"max_in_flight: .*\(got '0'\).*ROUTER_SERVE_MAX_IN_FLIGHT='0'"):
@@ -114,6 +114,6 @@ def test_a_bad_environment_value_names_the_variable_and_the_value(monkeypatch: p
 
 
 def test_every_serve_setting_is_described() -> None:
-    from router.service.config import ServeConfig
+    from router.service._config import ServeConfig
 
     assert all(field.description for field in ServeConfig.model_fields.values())

@@ -1,8 +1,8 @@
 import pytest
 
 from router import ConfigError
+from router._intents import OOS
 from router.datasets import load_dataset
-from router.intents import OOS
 
 
 def test_clinc150_splits() -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.head import LinearHead, train_head
+from router._head import LinearHead, train_head
 
 
 def blobs(n_per: int = 40, classes: int = 4, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""An index is verified before it is served, and a build swaps it in whole (router.artifact).
+"""An index is verified before it is served, and a build swaps it in whole (router._artifact).
 
 Every file is checked against the size and sha256 its manifest records, the manifest against its own
 sha256, the stored intents against ``intent_set_hash``: a missing, truncated or changed file is an
@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 from router import Builder, IndexLoadError, Router, RouterConfig, StaleIndexError
-from router.artifact import FORMAT_VERSION, index_files, open_index, read_manifest, remove_index, reseal
-from router.paths import INDEX_ENV
-from router.router import built_config
+from router._artifact import FORMAT_VERSION, index_files, open_index, read_manifest, remove_index, reseal
+from router._paths import INDEX_ENV
+from router._router import built_config
 from router.testing import ServeProcess
-from router.testing.process import free_port
+from router.testing._process import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The files of the mini index (static tier on, a flat vector index), each checked on load.
@@ -202,16 +202,16 @@ def test_rules_for_an_unknown_intent_are_refused(mini_index: Path, tmp_path: Pat
 
 
 def test_each_file_is_hashed_once_per_load(mini_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import router.artifact
+    import router._artifact
 
     hashed: list[str] = []
-    real = router.artifact._sha256
+    real = router._artifact._sha256
 
     def counting(path: Path) -> str:
         hashed.append(path.name)
         return real(path)
 
-    monkeypatch.setattr(router.artifact, "_sha256", counting)
+    monkeypatch.setattr(router._artifact, "_sha256", counting)
     Router.load(mini_index)
     assert sorted(hashed) == FILES  # and the static arrays are not hashed again after the file
     hashed.clear()
@@ -230,7 +230,7 @@ def test_serve_refuses_a_damaged_index_naming_the_file(mini_index: Path, tmp_pat
         (copy / name).unlink()
     else:
         truncate(copy / name)
-    done = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--index", str(copy), "--port",
+    done = subprocess.run([sys.executable, "-m", "router._cli", "serve", "--index", str(copy), "--port",
                            str(free_port())], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -283,7 +283,7 @@ def test_build_swaps_a_symlink_and_keeps_the_previous_generation(tmp_path: Path,
 def test_a_real_folder_is_exchanged_for_the_link_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              exchange: bool) -> None:
     if not exchange:  # where the system has no atomic exchange: two renames, same end state
-        monkeypatch.setattr("router.artifact._exchange", lambda a, b: False)
+        monkeypatch.setattr("router._artifact._exchange", lambda a, b: False)
     old = tmp_path / "mini"
     old.mkdir()
     (old / "leftover.txt").write_text("an index of the previous format, or an empty folder made for the build")
@@ -297,14 +297,14 @@ def test_a_real_folder_is_exchanged_for_the_link_in_one_step(tmp_path: Path, mon
 STEPS = ["writing", "written", "sealed", "staged", "linked", "swapped", "pruned"]
 KILL_AT = """
 import os, signal, sys
-import router.artifact
+import router._artifact
 
 def reached(step):
     if step == sys.argv[1]:
         os.kill(os.getpid(), signal.SIGKILL)
 
-router.artifact._reached = reached
-from router.cli import main
+router._artifact._reached = reached
+from router._cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -359,7 +359,7 @@ def test_a_killed_build_leaves_an_index_router_serve_serves(old_index: Path, tmp
 
 @pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
 def test_exchange_swaps_two_paths_atomically(tmp_path: Path) -> None:
-    from router.artifact import _exchange
+    from router._artifact import _exchange
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("A")

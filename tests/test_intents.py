@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from router import ConfigError, intent_set_from_yaml, load_intent_source
-from router.intents import OOS, read_labelled
+from router._intents import OOS, read_labelled
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -113,12 +113,12 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> None:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "router serve did not become ready"
             time.sleep(0.2)
-        client = (f"from router.client import RouterClient\n"
+        client = (f"from router import RouterClient\n"
                   f"with RouterClient('http://127.0.0.1:{port}') as c:\n"
                   f"    d = c.classify('will it rain tomorrow')\n"
                   f"    print(type(d).__module__, type(d).__name__, d.candidates[0].intent)\n")
         answer = _run([str(python), "-c", client], work, env).stdout.split()
-        assert answer == ["router.decision", "Decision", "weather"]
+        assert answer == ["router._decision", "Decision", "weather"]
         server.send_signal(signal.SIGINT)
         out, _ = server.communicate(timeout=30)
         assert server.returncode == 0

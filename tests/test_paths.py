@@ -1,4 +1,4 @@
-"""Where manifests, the model cache and indexes are looked for (router/paths.py, router/model_store.py)."""
+"""Where manifests, the model cache and indexes are looked for (router/_paths.py, router/_model_store.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from router._model_store import PackageFile, known_models, load_manifest, resolve
+from router._paths import cache_dir, indexes_dir, models_dir
 from router.errors import ConfigError, ModelError
-from router.model_store import PackageFile, known_models, load_manifest, resolve
-from router.paths import cache_dir, indexes_dir, models_dir
 
 
 @pytest.fixture

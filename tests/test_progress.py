@@ -1,4 +1,4 @@
-"""Progress on stderr (router.progress): shown only when asked for and stderr is a terminal, never on stdout."""
+"""Progress on stderr (router._progress): shown only when asked for and stderr is a terminal, never on stdout."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from router import Builder, EncoderConfig, RouterConfig
-from router.bench.data import BenchData
+from router._cli import main
+from router._config import VectorIndexConfig
+from router._intents import Labelled
+from router._progress import QUIET, Bar, Progress, TqdmProgress, make_progress
+from router.bench._data import BenchData
+from router.bench._runner import run_method
+from router.bench._scaling import run_scaling
 from router.bench.methods import Outcome
-from router.bench.runner import run_method
-from router.bench.scaling import run_scaling
-from router.cli import main
-from router.config import VectorIndexConfig
 from router.encoders import TokenEncoder
-from router.intents import Labelled
-from router.progress import QUIET, Bar, Progress, TqdmProgress, make_progress
-from router.static.table import cached_raw_table
+from router.static._table import cached_raw_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN, VAL, TEST = FIXTURES / "mini_train.csv", FIXTURES / "mini_val.jsonl", FIXTURES / "mini_test.jsonl"
@@ -222,9 +222,9 @@ def test_build_with_tier2_shows_the_gate(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_static_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import router.builder
+    import router._builder
 
-    monkeypatch.setattr(router.builder, "ENCODE_CHUNK", 8)  # 2 batches a chunk: the chunked path
+    monkeypatch.setattr(router._builder, "ENCODE_CHUNK", 8)  # 2 batches a chunk: the chunked path
     config = RouterConfig(name="tiny", intents=str(TRAIN), validation=str(VAL),
                           encoder=EncoderConfig(models_dir=str(tmp_path / "models")))
     encoder = TinyTokenEncoder()
@@ -246,15 +246,15 @@ def test_static_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_chunked_encoding_gives_the_vectors_of_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """The build encodes in chunks of whole batches of the length-sorted order, as the ONNX encoder
     batches one call itself: the vectors are bit for bit those of one call."""
-    import router.builder
+    import router._builder
     from router.encoders import build_encoder, token_encoder
 
     tok = token_encoder(build_encoder(EncoderConfig(model="minilm-l6-int8", threads=1, cache_size=0)))
     assert tok is not None
     monkeypatch.setattr(tok, "batch_size", 8)
-    monkeypatch.setattr(router.builder, "ENCODE_CHUNK", 24)
+    monkeypatch.setattr(router._builder, "ENCODE_CHUNK", 24)
     ids = tok.token_ids([line.split(",")[0] for line in TRAIN.read_text().splitlines()[1:]])
-    assert np.array_equal(router.builder._encode_ids(tok, ids, Bar()), tok.encode_ids(ids))
+    assert np.array_equal(router._builder._encode_ids(tok, ids, Bar()), tok.encode_ids(ids))
 
 
 def test_distilling_a_table_shows_a_bar_of_tokens(tmp_path: Path) -> None:

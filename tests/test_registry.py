@@ -1,5 +1,5 @@
 """One registry shape for every backend family: an unknown name is a ConfigError naming the field, the value
-and the known names (router/registry.py)."""
+and the known names (router/_registry.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from router._registry import Registry
 from router.errors import ConfigError
-from router.registry import Registry
 
 
 def test_the_helper_registers_looks_up_and_refuses() -> None:
@@ -31,7 +31,7 @@ def test_the_helper_registers_looks_up_and_refuses() -> None:
 
 def _families() -> list[tuple[str, Registry[Any], str]]:
     from router.bench.methods import METHODS
-    from router.dispatch.trace import TRACE_SINKS
+    from router.dispatch._trace import TRACE_SINKS
     from router.encoders import ENCODERS
     from router.tiers import TIERS
     from router.vectors import VECTOR_INDEXES
@@ -49,9 +49,9 @@ def test_an_unknown_name_of_every_family_lists_the_known_ones(field: str, regist
 
 
 def test_the_config_paths_raise_the_registry_error() -> None:
-    from router.config import EncoderConfig
-    from router.dispatch.config import TraceConfig
-    from router.dispatch.trace import build_sink
+    from router._config import EncoderConfig
+    from router.dispatch._config import TraceConfig
+    from router.dispatch._trace import build_sink
     from router.encoders import build_encoder, encoder_identity
     from router.vectors import choose_kind, new_index
 

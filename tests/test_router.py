@@ -15,8 +15,8 @@ from router import (
     StaleIndexError,
     intent_set_from_yaml,
 )
-from router.artifact import read_manifest
-from router.decision import Decision
+from router._artifact import read_manifest
+from router._decision import Decision
 
 
 def test_manifest_records_what_the_index_was_built_from(mini_index: Path, mini_intents: Path) -> None:

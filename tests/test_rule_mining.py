@@ -1,5 +1,5 @@
-from router.intents import Labelled
-from router.rule_mining import mine_keyword_rules
+from router._intents import Labelled
+from router._rule_mining import mine_keyword_rules
 
 
 def test_mines_precise_ngrams_and_drops_leaky_ones() -> None:

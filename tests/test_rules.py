@@ -1,7 +1,7 @@
 import pytest
 
-from router import ConfigError, RuleSet
-from router.rules import IntentRules
+from router import ConfigError
+from router._rules import IntentRules, RuleSet
 
 
 @pytest.fixture()

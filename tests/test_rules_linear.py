@@ -23,10 +23,10 @@ import pytest
 import regex
 from pydantic import ValidationError
 
-from router import Builder, ConfigError, RuleSet
-from router.config import RulesConfig, load_config
-from router.intents import intent_set_from_yaml
-from router.rules import DEFAULT_GUARDS, RULES_TIMEOUT, IntentRules, pattern_hazard
+from router import Builder, ConfigError
+from router._config import RulesConfig, load_config
+from router._intents import intent_set_from_yaml
+from router._rules import DEFAULT_GUARDS, RULES_TIMEOUT, IntentRules, RuleSet, pattern_hazard
 from router.testing import ServeProcess
 
 SIZES = (1_000, 4_000, 16_000)
@@ -322,7 +322,7 @@ def test_served_tier_zero_grows_linearly(served: str, unit: str) -> None:
 
 def test_router_build_refuses_a_risky_pattern_naming_it(tmp_path: Path) -> None:
     (tmp_path / "i.yaml").write_text("intents:\n- name: pay\n  patterns: ['\\d+ dollars']\n")
-    done = subprocess.run([sys.executable, "-m", "router.cli", "build", "--intents", str(tmp_path / "i.yaml"),
+    done = subprocess.run([sys.executable, "-m", "router._cli", "build", "--intents", str(tmp_path / "i.yaml"),
                            "--index-dir", str(tmp_path / "idx")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "intent 'pay': patterns" in done.stderr

@@ -24,16 +24,16 @@ from router import (
     StaleIndexError,
     load_config,
 )
-from router.artifact import read_manifest, reseal
-from router.cli import main
-from router.decision import Candidate, Decision
+from router._artifact import read_manifest, reseal
+from router._cli import main
+from router._decision import Candidate, Decision
+from router._evaluation import evaluate, score_decisions
+from router._intents import read_labelled
 from router.encoders import token_encoder
-from router.evaluation import evaluate, score_decisions
-from router.intents import read_labelled
-from router.static.model import STATIC_FILE
-from router.static.table import WEIGHTINGS, cached_raw_table, load_raw_table
+from router.static._model import STATIC_FILE
+from router.static._table import WEIGHTINGS, cached_raw_table, load_raw_table
 from router.tiers import Chain
-from router.tiers.static import StaticTier
+from router.tiers._static import StaticTier
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OTHER_ENCODER = "minilm-l6-fp32@53aa51172d142c89"

@@ -10,6 +10,6 @@ Modules: ``data`` (splits, slices, samples), ``methods`` (the Method protocol an
 module per method), ``metrics``, ``cost``, ``scaling``, ``runner``, ``report``, ``plots``, ``cli``.
 """
 
-from router.bench.runner import CompareConfig, run_compare
+from router.bench._runner import CompareConfig, run_compare
 
 __all__ = ["CompareConfig", "run_compare"]

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from router._intents import Labelled, read_labelled
 from router.errors import ConfigError
-from router.intents import Labelled, read_labelled
 
 _HERE = Path(__file__).parent
 

@@ -1,74 +1,45 @@
-"""The skill dispatcher: per-skill, per-stage model routing to premium providers, made safe.
+"""The skill dispatcher: per-skill, per-stage model choice (the model-routing file) for premium
+providers, made safe: budgets, approvals, retries, fallbacks, breakers, a trace.
 
-Imports stay light (httpx, pydantic, tenacity); nothing connects until the first call.
+What a user writes or reads is exported here; the rest (the ledger, the caller, the approval store)
+sits in private modules. Model calls go through ``router.providers``. Imports stay light (httpx,
+pydantic, tenacity); nothing connects until the first call.
 """
 
-from router.dispatch.approvals import ApprovalStore, PendingAction
-from router.dispatch.budget import Ledger, SessionTotals
-from router.dispatch.caller import CallResult, ModelCaller
-from router.dispatch.config import (
-    STAGES,
+from router.dispatch._approvals import PendingAction
+from router.dispatch._budget import SessionTotals
+from router.dispatch._config import (
     BudgetConfig,
-    ModelRef,
     ModelRoutingConfig,
     Price,
     TraceConfig,
     load_model_routing,
     model_routing_from_dict,
 )
-from router.dispatch.dispatcher import Dispatcher
-from router.dispatch.pricing import call_cost
-from router.dispatch.result import CallSummary, DispatchResult
-from router.dispatch.skills import Skill, SkillContext, SkillRegistry, load_registry
-from router.dispatch.trace import TRACE_SINKS, JsonlSink, MemorySink, TraceSink, read_jsonl, session_totals
-from router.providers import (
-    PROVIDERS,
-    Attempt,
-    ChatRequest,
-    Completion,
-    Message,
-    Provider,
-    ProviderConfig,
-    RetryConfig,
-    Usage,
-)
+from router.dispatch._dispatcher import Dispatcher
+from router.dispatch._result import CallSummary, DispatchResult
+from router.dispatch._skills import Skill, SkillContext, SkillRegistry, load_registry
+from router.dispatch._trace import read_jsonl, session_totals
+from router.providers import ProviderConfig, RetryConfig
 
 __all__ = [
-    "PROVIDERS",
-    "STAGES",
-    "TRACE_SINKS",
-    "ApprovalStore",
-    "Attempt",
     "BudgetConfig",
-    "CallResult",
     "CallSummary",
-    "ChatRequest",
-    "Completion",
     "DispatchResult",
     "Dispatcher",
-    "JsonlSink",
-    "Ledger",
-    "MemorySink",
-    "Message",
-    "ModelCaller",
-    "ModelRef",
+    "ModelRoutingConfig",
     "PendingAction",
     "Price",
-    "Provider",
     "ProviderConfig",
     "RetryConfig",
-    "ModelRoutingConfig",
     "SessionTotals",
     "Skill",
     "SkillContext",
     "SkillRegistry",
     "TraceConfig",
-    "TraceSink",
-    "Usage",
-    "call_cost",
-    "load_registry",
     "load_model_routing",
-    "read_jsonl",
+    "load_registry",
     "model_routing_from_dict",
+    "read_jsonl",
     "session_totals",
 ]

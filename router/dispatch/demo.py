@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from router.dispatch.skills import SkillContext, SkillRegistry
+from router.dispatch._skills import SkillContext, SkillRegistry
 
 
 class TransferParams(BaseModel):

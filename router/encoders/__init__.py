@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.config import EncoderConfig
-from router.encoders.base import Encoder, TokenEncoder
-from router.encoders.cache import CachedEncoder
+from router._config import EncoderConfig
+from router._model_store import load_manifest
+from router._registry import Registry
+from router.encoders._base import Encoder, TokenEncoder
+from router.encoders._cache import CachedEncoder
 from router.errors import ConfigError
-from router.model_store import load_manifest
-from router.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -22,20 +22,20 @@ class EncoderBackend:
 
 
 def _onnx(config: EncoderConfig) -> Encoder:
-    from router.encoders.onnx import build_onnx_encoder
+    from router.encoders._onnx import build_onnx_encoder
 
     options = {"threads": config.threads, "batch_size": config.batch_size, "models_dir": config.models_dir}
     return build_onnx_encoder(load_manifest(config.model, config.models_dir), options)
 
 
 def _st(config: EncoderConfig) -> Encoder:
-    from router.encoders.st import SentenceTransformerEncoder
+    from router.encoders._st import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(load_manifest(config.model, config.models_dir), config.threads, config.batch_size)
 
 
 def _hashing(config: EncoderConfig) -> Encoder:
-    from router.encoders.hashing import HashingEncoder
+    from router.encoders._hashing import HashingEncoder
 
     return HashingEncoder()
 
@@ -74,9 +74,9 @@ def build_tuned_encoder(config: EncoderConfig, graph: Path, base_model: str, enc
     cache). onnxruntime only: no torch."""
     if config.backend != "onnx":
         raise ConfigError(f"a fine-tuned index is served by encoder.backend 'onnx'; got {config.backend!r}")
-    from router.encoders.onnx import OnnxEncoder
+    from router._model_store import resolve
+    from router.encoders._onnx import OnnxEncoder
     from router.errors import StaleIndexError
-    from router.model_store import resolve
 
     manifest = load_manifest(base_model, config.models_dir)
     if manifest.tokenizer.sha256 != tokenizer_sha256:

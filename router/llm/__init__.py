@@ -7,8 +7,8 @@ prompt and the escalator. Importing it loads neither httpx clients nor llama.cpp
 
 from __future__ import annotations
 
-from router.llm.config import LLMBackendConfig, LLMConfig
-from router.llm.prompt import NONE_LABEL, Prompt, PromptBuilder
+from router.llm._config import LLMBackendConfig, LLMConfig
+from router.llm._prompt import NONE_LABEL, Prompt, PromptBuilder
 
 __all__ = [
     "NONE_LABEL",

@@ -11,19 +11,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
+from router._registry import Registry
+from router._settings import secret
 from router.providers._base import ChatRequest, Completion, Message, Provider, Usage
 from router.providers._breaker import BreakerConfig, CircuitBreaker
 from router.providers._chain import Attempt, AttemptInfo, Chain, ChainResult, Meter, Target
 from router.providers._config import ProviderConfig, RetryConfig
 from router.providers._deadline import Deadline
-from router.providers._http import HttpClients, parse_retry_after
-from router.registry import Registry
-from router.settings import secret
+
+if TYPE_CHECKING:
+    from router.providers._http import HttpClients, parse_retry_after
+
+# httpx (about 100 ms to import) loads with the first HTTP client, not with `import router`.
+_LAZY = {"HttpClients": "router.providers._http", "parse_retry_after": "router.providers._http"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'router.providers' has no attribute {name!r}")
+
 
 log = logging.getLogger("router.providers")
 
-ProviderFactory = Callable[[str, ProviderConfig, HttpClients], Provider]
+ProviderFactory = Callable[[str, ProviderConfig, "HttpClients"], Provider]
 
 
 def _openai(name: str, config: ProviderConfig, http: HttpClients) -> Provider:

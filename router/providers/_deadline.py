@@ -2,7 +2,7 @@
 
 The dispatcher gives each dispatch one ``Deadline`` (``dispatch_timeout_s``); the chain asks it for
 the slot of the model it is about to try. How the budget is shared, and the start-up check that a
-plan fits it, are described in ``router/dispatch/deadline.py``.
+plan fits it, are described in ``router/dispatch/_deadline.py``.
 """
 
 from __future__ import annotations

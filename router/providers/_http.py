@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from router._redact import redact
+from router._settings import secret
 from router.errors import (
     BadResponse,
     ProviderError,
@@ -36,8 +38,6 @@ from router.errors import (
 )
 from router.providers._base import ChatRequest, Completion, Usage, checked_choice, estimated_usage, parse_choice_json
 from router.providers._config import ProviderConfig
-from router.redact import redact
-from router.settings import secret
 
 _RETRYABLE_4XX = {408, 409}
 # Error codes that come with a 429 but will not clear by waiting.

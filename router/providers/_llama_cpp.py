@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from router._model_store import load_gguf_manifest, resolve
 from router.errors import BadResponse, ConfigError, ModelError, ProviderUnavailable, RequestRejected
-from router.model_store import load_gguf_manifest, resolve
 from router.providers._base import ChatRequest, Completion, Usage, label_grammar
 from router.providers._config import ProviderConfig
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from router.service.config import ServeConfig
+from router.service._config import ServeConfig
 
 if TYPE_CHECKING:
-    from router.service.app import create_app
-    from router.service.server import build_server, serve
-    from router.service.service import ClassifierService
+    from router.service._app import create_app
+    from router.service._server import build_server, serve
+    from router.service._service import ClassifierService
 
 __all__ = ["ClassifierService", "ServeConfig", "build_server", "create_app", "serve"]
 
-_LAZY = {"create_app": "router.service.app", "build_server": "router.service.server",
-         "serve": "router.service.server", "ClassifierService": "router.service.service"}
+_LAZY = {"create_app": "router.service._app", "build_server": "router.service._server",
+         "serve": "router.service._server", "ClassifierService": "router.service._service"}
 
 
 def __getattr__(name: str) -> Any:

@@ -31,8 +31,8 @@ from router.errors import (
     SkillNotAllowed,
     TooManyApprovals,
 )
-from router.service.metrics import Metrics
-from router.service.models import ErrorResponse
+from router.service._metrics import Metrics
+from router.service._models import ErrorResponse
 
 # Starlette picks the handler of the most specific class in an exception's MRO, so subclasses
 # (ApprovalRunning under ApprovalError, InvalidParameters beside InputError) get their own rows.

@@ -6,10 +6,10 @@ checks requests strictly and injects faults. ``ServeProcess`` runs `router serve
 process on a free port. Nothing here is imported by the router itself.
 """
 
-from router.testing.loopback import FAULTS, SOAK_FAULTS, LoopbackServer
-from router.testing.process import ServeProcess, free_port
-from router.testing.providers import FakeAnthropic, FakeGemini, FakeOpenAI
-from router.testing.vllm_server import FakeVLLM
+from router.testing._loopback import FAULTS, SOAK_FAULTS, LoopbackServer
+from router.testing._process import ServeProcess, free_port
+from router.testing._providers import FakeAnthropic, FakeGemini, FakeOpenAI
+from router.testing._vllm_server import FakeVLLM
 
 __all__ = [
     "FAULTS",

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from router.registry import Registry
-from router.tiers.base import Query, Tier, TierKind
-from router.tiers.chain import ALL_KINDS, COMPUTE, INLINE, IO, LOCAL, Chain
+from router._registry import Registry
+from router.tiers._base import Query, Tier, TierKind
+from router.tiers._chain import ALL_KINDS, COMPUTE, INLINE, IO, LOCAL, Chain
 
 if TYPE_CHECKING:
-    from router.artifact import IndexArtifact
+    from router._artifact import IndexArtifact
     from router.encoders import Encoder
-    from router.llm.escalator import Escalator
+    from router.llm._escalator import Escalator
 
 
 @dataclass
@@ -33,8 +33,8 @@ class TierContext:
 
 
 def _rules(ctx: TierContext) -> Tier:
-    from router.rules import RuleSet
-    from router.tiers.rules import RulesTier
+    from router._rules import RuleSet
+    from router.tiers._rules import RulesTier
 
     art = ctx.artifact
     rules = art.config.rules
@@ -44,7 +44,7 @@ def _rules(ctx: TierContext) -> Tier:
 def _static(ctx: TierContext) -> Tier | None:
     from router.encoders import token_encoder
     from router.errors import ConfigError
-    from router.tiers.static import StaticTier
+    from router.tiers._static import StaticTier
 
     art = ctx.artifact
     if art.static is None or art.manifest.static is None:
@@ -57,13 +57,13 @@ def _static(ctx: TierContext) -> Tier | None:
 
 
 def _embedding(ctx: TierContext) -> Tier:
-    from router.tiers.embedding import EmbeddingTier
+    from router.tiers._embedding import EmbeddingTier
 
     return EmbeddingTier(ctx.artifact, ctx.encoder, ctx.skills, ctx.top_k)
 
 
 def _llm(ctx: TierContext) -> Tier | None:
-    from router.tiers.llm import LLMTier
+    from router.tiers._llm import LLMTier
 
     esc = ctx.escalator
     return LLMTier(esc, ctx.skills) if esc is not None and esc.enabled else None

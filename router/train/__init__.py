@@ -1,6 +1,6 @@
 """Fine-tuning the encoder on the intents (``router build --finetune``, the ``[train]`` extra).
 
-``tune_encoder`` trains (router/train/loop.py, torch), keeps the best epoch's weights as
+``tune_encoder`` trains (router/train/_loop.py, torch), keeps the best epoch's weights as
 safetensors in the model cache, exports them to ONNX with the torch-free exporter and returns an
 encoder on that graph, built as serving builds it (``router.encoders.build_tuned_encoder``): the
 rest of the build (vectors, static table, thresholds) and serving use it like any other encoder,
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from router.config import RouterConfig
+from router._config import RouterConfig
+from router._intents import IntentSet, Labelled, training_pairs
+from router._model_store import ModelManifest, file_sha256, load_manifest, resolve
+from router._paths import cache_dir
+from router._progress import Progress
 from router.encoders import Encoder, build_tuned_encoder
-from router.encoders.export import EXPORTER_VERSION, export_bert_onnx
+from router.encoders._export import EXPORTER_VERSION, export_bert_onnx
 from router.errors import ConfigError, StaleIndexError
-from router.intents import IntentSet, Labelled, training_pairs
-from router.model_store import ModelManifest, file_sha256, load_manifest, resolve
-from router.paths import cache_dir
-from router.progress import Progress
-from router.train.data import TrainingSet, training_set
-from router.train.record import TUNED_ONNX, FinetuneRecord, finetune_key, tuned_encoder_id
+from router.train._data import TrainingSet, training_set
+from router.train._record import TUNED_ONNX, FinetuneRecord, finetune_key, tuned_encoder_id
 
 # The fp32 weights of the default int8 encoder: what a fine-tune starts from unless told otherwise.
 DEFAULT_BASE = "minilm-l6-fp32"
@@ -34,7 +34,7 @@ DEFAULT_BASE = "minilm-l6-fp32"
 
 @dataclass
 class Tuned:
-    encoder: Encoder  # the tuned graph on onnxruntime (router.encoders.onnx.OnnxEncoder, uncached)
+    encoder: Encoder  # the tuned graph on onnxruntime (router.encoders._onnx.OnnxEncoder, uncached)
     onnx: Path  # the exported graph, copied into the index as ``record.onnx_file``
     head_weights: np.ndarray
     head_bias: np.ndarray
@@ -73,7 +73,7 @@ def _run_key(base: ModelManifest, config: RouterConfig, data: TrainingSet) -> st
 def tune_encoder(config: RouterConfig, pairs: Labelled, names: list[str], validation: Labelled | None,
                  configured_encoder_id: str, progress: Progress) -> Tuned:
     """Fine-tune on ``pairs`` (held out: ``validation``, or a stratified slice of ``pairs``)."""
-    from router.train.loop import Trainer, import_torch
+    from router.train._loop import Trainer, import_torch
 
     ft = config.finetune
     assert ft is not None

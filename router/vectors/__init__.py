@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from router._registry import Registry
 from router.errors import IndexLoadError
-from router.registry import Registry
 
 
 class VectorIndex(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from router.cli import main
+from router._cli import main
 from router.errors import MissingDependency
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +35,7 @@ def no_torch() -> None:
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], int]:
     out = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("router.train.loop.import_torch", no_torch)
+        mp.setattr("router.train._loop.import_torch", no_torch)
         code = main(["bench", "compare", "--out", str(out), "--max-intents", "6", "--train-per-intent", "15",
                      "--limit", "80", "--tier2-sample", "40", "--every-turn-sample", "10", "--llm", "memory",
                      "--scaling-sizes", "300,1200"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from router._cli import main
 
 pytestmark = pytest.mark.llm
 

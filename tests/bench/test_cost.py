@@ -4,13 +4,13 @@ from decimal import Decimal
 
 import pytest
 
-from router.bench.cost import CostModel
-from router.bench.methods.base import Outcome
-from router.bench.metrics import Record
-from router.decision import LLMCall
-from router.dispatch.config import Price
+from router._decision import LLMCall
+from router.bench._cost import CostModel
+from router.bench._metrics import Record
+from router.bench.methods._base import Outcome
+from router.dispatch._config import Price
 from router.errors import ConfigError
-from router.llm.config import LLMBackendConfig
+from router.llm._config import LLMBackendConfig
 
 PRICE = Price(input=Decimal("0.20"), output=Decimal("1.25"), cached_input=Decimal("0.02"))
 

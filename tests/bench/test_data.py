@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from router.bench.data import holdout, load_bench_data
-from router.intents import OOS, Labelled
+from router._intents import OOS, Labelled
+from router.bench._data import holdout, load_bench_data
 
 
 def test_a_slice_keeps_the_first_intents_capped_and_the_out_of_scope_rows() -> None:

@@ -8,19 +8,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from router.bench.data import load_bench_data
-from router.bench.methods import METHODS, OPTIONAL, MethodContext, tiered
-from router.bench.methods.semantic import _encoder_class
-from router.bench.methods.tiered import FineTuned, Tiered, outcome_of
-from router.bench.plots import TIER_COLOURS, TIER_ORDER
-from router.bench.runner import CompareConfig, run_compare
-from router.builder import BuildReport
-from router.config import EncoderConfig, FinetuneConfig, RouterConfig
-from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_RULES, TIER_STATIC, Candidate, Decision
+from router._builder import BuildReport
+from router._config import EncoderConfig, FinetuneConfig, RouterConfig
+from router._decision import TIER_EMBEDDING, TIER_LLM, TIER_RULES, TIER_STATIC, Candidate, Decision
+from router.bench._data import load_bench_data
+from router.bench._plots import TIER_COLOURS, TIER_ORDER
+from router.bench._runner import CompareConfig, run_compare
+from router.bench.methods import METHODS, OPTIONAL, MethodContext
+from router.bench.methods import _tiered as tiered
+from router.bench.methods._semantic import _encoder_class
+from router.bench.methods._tiered import FineTuned, Tiered, outcome_of
 from router.encoders import build_encoder
 from router.errors import MissingDependency
-from router.llm.config import LLMBackendConfig, LLMConfig
-from router.train.record import FinetuneRecord
+from router.llm._config import LLMBackendConfig, LLMConfig
+from router.train._record import FinetuneRecord
 
 ENCODER = EncoderConfig(threads=1, cache_size=0)
 
@@ -160,7 +161,7 @@ def test_the_fine_tuned_row_is_registered_optional_and_in_the_default_run(tmp_pa
 
 def test_without_torch_the_fine_tuned_build_names_the_install_command_and_builds_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.train.loop.import_torch", _no_torch)
+    monkeypatch.setattr("router.train._loop.import_torch", _no_torch)
     monkeypatch.setattr(tiered, "Builder", _NoBuild)
     _NoBuild.configs = []
     ctx = context(tmp_path)
@@ -173,7 +174,7 @@ def test_without_torch_the_fine_tuned_build_names_the_install_command_and_builds
 
 def test_the_fine_tuned_row_builds_the_tiers01_config_with_finetune_set(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.train.loop.import_torch", lambda: None)
+    monkeypatch.setattr("router.train._loop.import_torch", lambda: None)
     monkeypatch.setattr(tiered, "Builder", _NoBuild)
     _NoBuild.configs = []
     ctx = context(tmp_path)
@@ -198,7 +199,7 @@ def _record(cached: bool) -> FinetuneRecord:
 @pytest.mark.parametrize("cached", [False, True])
 def test_the_fine_tuned_build_time_includes_the_fine_tune_and_the_notes_say_how_it_went(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
-    monkeypatch.setattr("router.train.loop.import_torch", lambda: None)
+    monkeypatch.setattr("router.train._loop.import_torch", lambda: None)
     loaded: list[Path] = []
     monkeypatch.setattr(tiered.Router, "load", lambda folder, **_: loaded.append(folder))
     ctx = context(tmp_path)
@@ -222,8 +223,8 @@ def _only_finetuned(out: Path) -> CompareConfig:
 
 
 def test_the_runner_skips_only_optional_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.train.loop.import_torch", _no_torch)
-    monkeypatch.setattr("router.bench.report.write_plots", lambda results, folder: None)  # no rows to plot
+    monkeypatch.setattr("router.train._loop.import_torch", _no_torch)
+    monkeypatch.setattr("router.bench._report.write_plots", lambda results, folder: None)  # no rows to plot
     lines: list[str] = []
     results = run_compare(_only_finetuned(tmp_path / "a"), lines.append)
     assert results["datasets"]["clinc150"]["runs"] == []
@@ -231,6 +232,6 @@ def test_the_runner_skips_only_optional_rows(tmp_path: Path, monkeypatch: pytest
     assert any("fine-tuned: skipped" in line for line in lines)
     assert "skipped, not run: router build --finetune needs torch" in (tmp_path / "a" / "report.md").read_text()
     # A method not marked optional still fails the run with its MissingDependency.
-    monkeypatch.setattr("router.bench.runner.OPTIONAL", set())
+    monkeypatch.setattr("router.bench._runner.OPTIONAL", set())
     with pytest.raises(MissingDependency, match="tiered-router"):
         run_compare(_only_finetuned(tmp_path / "b"), lines.append)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.bench.methods.base import Outcome
-from router.bench.metrics import Record, coverage_curve, operating_point, summarize, wilson
-from router.decision import LLMCall
+from router._decision import LLMCall
+from router.bench._metrics import Record, coverage_curve, operating_point, summarize, wilson
+from router.bench.methods._base import Outcome
 
 
 def rec(truth: str, guess: str | None, accepted: bool, confidence: float = 0.5, latency_us: float = 1000.0,

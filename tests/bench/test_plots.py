@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router.bench.plots import MIN_ANSWERED, _pyplot, coverage_accuracy_figure, method_label, zoom_limits
+from router.bench._plots import MIN_ANSWERED, _pyplot, coverage_accuracy_figure, method_label, zoom_limits
 
 N_TEST = 2000
 

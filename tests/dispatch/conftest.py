@@ -11,7 +11,8 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from router.dispatch import Dispatcher, MemorySink, SkillContext, SkillRegistry, model_routing_from_dict
+from router.dispatch import Dispatcher, SkillContext, SkillRegistry, model_routing_from_dict
+from router.dispatch._trace import MemorySink
 from router.testing import FakeAnthropic, FakeGemini, FakeOpenAI
 
 KEYS = {"OPENAI_API_KEY": "sk-test-OPENAI-secret", "ANTHROPIC_API_KEY": "sk-ant-test-secret",

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from router.dispatch import BudgetConfig, ChatRequest, Ledger, Message, Price, model_routing_from_dict
-from router.dispatch.pricing import call_cost, max_call_cost
+from router.dispatch import BudgetConfig, Price, model_routing_from_dict
+from router.dispatch._budget import Ledger
+from router.dispatch._pricing import call_cost, max_call_cost
 from router.errors import BudgetExceeded, ConfigError, SessionsFull
-from router.providers import Usage
+from router.providers import ChatRequest, Message, Usage
 from router.testing import FakeAnthropic, FakeOpenAI
 from tests.dispatch.conftest import Clock, Harness
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from router.dispatch import STAGES, load_model_routing, model_routing_from_dict
+from router.dispatch import load_model_routing, model_routing_from_dict
+from router.dispatch._config import STAGES
 from router.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""One time budget per dispatch (router/dispatch/deadline.py), against the loopback providers.
+"""One time budget per dispatch (router/dispatch/_deadline.py), against the loopback providers.
 
 The chain is cut to fit ``dispatch_timeout_s`` with the fallback still tried; a model-routing file where
 the handler and the models cannot fit is refused; a caller that stops waiting does not cut a
@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from router.dispatch import ApprovalStore, ChatRequest, Dispatcher, MemorySink, Message, SkillContext, SkillRegistry
+from router.dispatch import Dispatcher, SkillContext, SkillRegistry
 from router.dispatch import model_routing_from_dict as from_dict
+from router.dispatch._approvals import ApprovalStore
+from router.dispatch._trace import MemorySink
 from router.errors import (
     ApprovalError,
     ApprovalRunning,
@@ -28,7 +30,7 @@ from router.errors import (
     SkillFailed,
     TooManyApprovals,
 )
-from router.providers import Deadline
+from router.providers import ChatRequest, Deadline, Message
 from tests.dispatch.conftest import PAY, Harness, registry, routing
 
 pytestmark = pytest.mark.anyio

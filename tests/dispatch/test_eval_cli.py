@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from router.cli import main
-from router.dispatch.evaluate import load_golden
+from router._cli import main
+from router.dispatch._evaluate import load_golden
 from router.errors import ConfigError
 from tests.dispatch.conftest import Fakes, provider_section
 
@@ -65,7 +65,7 @@ def test_eval_skills_tolerance_lets_a_cheaper_model_win(fakes: Fakes, tmp_path: 
 
 def test_eval_skills_refuses_an_unpriced_model(fakes: Fakes, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'openai/gpt-9' needs a provider .* and a price"):
-        from router.cli import build_parser, cmd_eval_skills
+        from router._cli import build_parser, cmd_eval_skills
 
         cmd_eval_skills(build_parser().parse_args(["eval-skills", "--model-routing", _routing_file(tmp_path, fakes),
                                                    "--models", "openai/gpt-9"]))

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.dispatch import ChatRequest, Dispatcher, Message, model_routing_from_dict
+from router.dispatch import Dispatcher, model_routing_from_dict
 from router.dispatch.demo import build_registry
 from router.errors import InvalidParameters
+from router.providers import ChatRequest, Message
 from tests.llm.test_llama_server import MODEL_ALIAS, LlamaServer
 
 pytestmark = pytest.mark.llm

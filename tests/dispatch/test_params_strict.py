@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from router.dispatch import Dispatcher, Skill, SkillContext, SkillRegistry, model_routing_from_dict
-from router.dispatch.extraction import params_schema
+from router.dispatch._extraction import params_schema
 from router.errors import InvalidParameters
 from tests.dispatch.conftest import Fakes, Harness, routing
 

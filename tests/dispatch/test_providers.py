@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from router.dispatch import ChatRequest, Message, ProviderConfig, Usage, call_cost, load_model_routing
+from router.dispatch import ProviderConfig, load_model_routing
+from router.dispatch._pricing import call_cost
 from router.errors import BadResponse, RateLimited, RequestRejected
-from router.providers import HttpClients, build_provider, parse_retry_after
+from router.providers import ChatRequest, HttpClients, Message, Usage, build_provider, parse_retry_after
 from tests.dispatch.conftest import KEYS, Fakes, Harness, provider_section
 
 pytestmark = pytest.mark.anyio

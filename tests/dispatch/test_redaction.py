@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from router.dispatch import Dispatcher, MemorySink, model_routing_from_dict
+from router._redact import MASK, redact, register_secret
+from router.dispatch import Dispatcher, model_routing_from_dict
+from router.dispatch._trace import MemorySink
 from router.dispatch.demo import build_registry
 from router.errors import FallbacksExhausted, ProviderError, SkillFailed
 from router.providers._http import error_for_status
-from router.redact import MASK, redact, register_secret
 from router.testing import FakeAnthropic, FakeGemini, FakeOpenAI
-from router.testing.loopback import ApiError
+from router.testing._loopback import ApiError
 from tests.dispatch.conftest import Sleeps
 
 # The OpenAI key is shaped like nothing in particular: only its registration as a configured key masks it.

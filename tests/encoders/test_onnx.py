@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from router import EncoderConfig, ModelError
+from router._model_store import ModelManifest, PackageFile, load_manifest, resolve
 from router.encoders import CachedEncoder, build_encoder
-from router.encoders.onnx import OnnxEncoder
-from router.model_store import ModelManifest, PackageFile, load_manifest, resolve
+from router.encoders._onnx import OnnxEncoder
 
 
 @pytest.fixture(scope="module")

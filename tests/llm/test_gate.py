@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from router import Builder, Router, RouterConfig
-from router.decision import TIER_LLM, Candidate, Decision, LLMCall
+from router._decision import TIER_LLM, Candidate, Decision, LLMCall
 from router.llm import LLMConfig
-from router.llm.gate import decide_gate, gate_status, tier2_metrics
+from router.llm._gate import decide_gate, gate_status, tier2_metrics
 
 
 def _val(path: Path) -> list[tuple[str, str]]:

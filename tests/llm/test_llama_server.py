@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from router import Router
-from router.decision import TIER_EMBEDDING, TIER_LLM
+from router._decision import TIER_EMBEDDING, TIER_LLM
 from router.llm import LLMBackendConfig, LLMConfig
 from router.providers import HttpClients
 from router.providers._llama_cpp import gguf_path

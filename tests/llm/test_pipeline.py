@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from router import Router
-from router.decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
+from router._decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
 from router.testing import FakeVLLM
 from router.tiers import LOCAL
 from tests.llm.conftest import ESCALATED, ping

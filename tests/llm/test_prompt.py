@@ -53,7 +53,7 @@ def test_an_intent_named_none_is_refused() -> None:
 
 
 def test_content_free_prompt_changes_only_the_message() -> None:
-    from router.llm.prompt import content_free
+    from router.llm._prompt import content_free
 
     p = PromptBuilder(_intents()).build("how much do i have", ["balance", "transfer"])
     null = content_free(p)

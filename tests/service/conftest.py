@@ -15,7 +15,7 @@ import yaml
 from router import Builder, Router, RouterConfig
 from router.llm import LLMConfig
 from router.service import ServeConfig, build_server
-from router.service.server import DrainingServer
+from router.service._server import DrainingServer
 from router.testing import free_port
 
 

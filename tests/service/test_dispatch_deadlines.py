@@ -92,7 +92,7 @@ def _marks(marker: Path) -> list[str]:
 def test_a_budget_that_cannot_hold_the_handler_is_refused_at_start(
         mini_index: Path, fakes: Fakes, tmp_path: Path) -> None:  # noqa: F811
     routing = _routing(tmp_path, fakes, dispatch_timeout_s=10)  # handler_timeout_s keeps its 30 s
-    done = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--port", str(free_port()), "--index",
+    done = subprocess.run([sys.executable, "-m", "router._cli", "serve", "--port", str(free_port()), "--index",
                            str(mini_index), "--skills", SKILLS, "--model-routing", str(routing),
                            "--request-timeout-s", "10"],
                           capture_output=True, text=True, timeout=120)

@@ -26,10 +26,10 @@ import pytest
 from pydantic import ValidationError
 
 from router import Router
-from router.cli import main
+from router._cli import main
 from router.datasets import load_dataset
 from router.service import ServeConfig
-from router.service.batcher import MicroBatcher
+from router.service._batcher import MicroBatcher
 from router.testing import ServeProcess
 from tests.service.conftest import Running
 

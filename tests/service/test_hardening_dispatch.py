@@ -14,9 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from router.client import RouterClient
+from router._client import RouterClient
+from router._redact import MASK
 from router.errors import ServiceDispatchError
-from router.redact import MASK
 from router.testing import ServeProcess
 from tests.dispatch.conftest import Fakes, anyio_backend, fakes, provider_section  # noqa: F401 - fixtures
 from tests.dispatch.test_redaction import Echoes, assert_no_key, echoes  # noqa: F401 - fixtures

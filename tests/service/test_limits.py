@@ -159,7 +159,7 @@ def test_refusals_leave_kept_alive_connections_usable(start_server: Callable[...
 def test_a_body_beyond_the_drain_cap_closes_the_connection(start_server: Callable[..., Running]) -> None:
     import socket
 
-    from router.service.guard import DRAIN_CAP
+    from router.service._guard import DRAIN_CAP
 
     server = start_server(max_body_bytes=1000)
     port = int(server.url.rsplit(":", 1)[1])

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from router._intents import OOS, Labelled
+from router._progress import Progress
 from router.datasets import load_dataset
-from router.intents import OOS, Labelled
-from router.progress import Progress
 
 # Five CLINC150 intents far apart, so one short epoch tells them apart.
 INTENTS = ["weather", "timer", "translate", "book_flight", "balance"]

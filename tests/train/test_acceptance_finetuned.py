@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from router import EncoderConfig, RouterConfig
-from router.config import FinetuneConfig
+from router._config import FinetuneConfig
+from router._evaluation import run_eval
 from router.datasets import load_dataset
-from router.evaluation import run_eval
 from tests.test_acceptance import AT_LEAST, misses
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

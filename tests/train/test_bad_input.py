@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import router.train.loop
-from router.cli import main
+import router.train._loop
+from router._cli import main
 from tests.train.conftest import N_TRAIN, SliceFiles, write_config, write_jsonl
 
 INSTALL = "pip install 'tiered-router[train]'"
@@ -33,7 +33,7 @@ class _NoTorch:
 
 sys.meta_path.insert(0, _NoTorch())
 """
-CLI = "import sys\nfrom router.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+CLI = "import sys\nfrom router._cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def run_without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +70,7 @@ def test_finetune_without_torch_names_the_install_command(tmp_path: Path, slice_
 @pytest.fixture
 def torch_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the [train] extra were installed: these errors come before the trainer needs torch."""
-    monkeypatch.setattr(router.train.loop, "import_torch", lambda: None)
+    monkeypatch.setattr(router.train._loop, "import_torch", lambda: None)
 
 
 @pytest.mark.usefixtures("torch_stand_in")

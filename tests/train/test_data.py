@@ -1,4 +1,4 @@
-"""The torch-free half of fine-tuning (router/train/data.py, the config, the stale check): the default suite.
+"""The torch-free half of fine-tuning (router/train/_data.py, the config, the stale check): the default suite.
 
 What the encoder is tuned on and held out on, the batches, and the errors that name a bad setting or a
 thin intent come before torch is imported, so none of this needs the [train] extra.
@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.cli import main
-from router.config import FinetuneConfig, RouterConfig, load_config
+from router._cli import main
+from router._config import FinetuneConfig, RouterConfig, load_config
+from router._intents import OOS, Labelled, training_pairs
+from router._sources import resolve_sources
 from router.errors import ConfigError, StaleIndexError
-from router.intents import OOS, Labelled, training_pairs
-from router.sources import resolve_sources
 from router.train import base_manifest, check_tuned
-from router.train.data import SORT_WINDOW, batches, check_examples, pad, training_set
-from router.train.record import FinetuneRecord, tuned_encoder_id
+from router.train._data import SORT_WINDOW, batches, check_examples, pad, training_set
+from router.train._record import FinetuneRecord, tuned_encoder_id
 from tests.train.conftest import INTENTS, SliceFiles, write_config, write_jsonl
 
 
@@ -33,7 +33,8 @@ def labelled(counts: dict[str, int], prefix: str = "") -> Labelled:
 
 
 def test_importing_the_train_package_does_not_import_torch() -> None:
-    code = ("import sys\nimport router.train, router.train.data, router.train.loop, router.train.record, router.cli\n"
+    code = ("import sys\n"
+            "import router.train, router.train._data, router.train._loop, router.train._record, router._cli\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
             "assert not loaded, loaded\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -248,7 +249,7 @@ def test_check_tuned_compares_the_settings_the_base_and_the_data(tmp_path: Path,
 
 
 def test_a_tuned_graph_is_refused_when_its_tokenizer_changed(tmp_path: Path) -> None:
-    from router.config import EncoderConfig
+    from router._config import EncoderConfig
     from router.encoders import build_tuned_encoder
     from router.errors import StaleIndexError
 

@@ -18,18 +18,18 @@ from pathlib import Path
 import pytest
 
 from router import Builder, IndexLoadError, Router, RouterConfig, StaleIndexError
-from router.artifact import IndexManifest, index_files, read_manifest
-from router.cli import main
-from router.config import FinetuneConfig, load_config
+from router._artifact import IndexManifest, index_files, read_manifest
+from router._cli import main
+from router._config import FinetuneConfig, load_config
+from router._intents import training_pairs
+from router._model_store import file_sha256, load_manifest
+from router._paths import CACHE_ENV
+from router._progress import Progress
+from router._sources import resolve_sources
 from router.encoders import encoder_identity
-from router.intents import training_pairs
-from router.model_store import file_sha256, load_manifest
-from router.paths import CACHE_ENV
-from router.progress import Progress
-from router.sources import resolve_sources
 from router.train import DEFAULT_BASE, tune_encoder
-from router.train.data import training_set
-from router.train.record import TUNED_ONNX, tuned_encoder_id
+from router.train._data import training_set
+from router.train._record import TUNED_ONNX, tuned_encoder_id
 from tests.test_index_integrity import clone, flip_one_byte
 from tests.train.conftest import (
     CLEAR,
@@ -200,7 +200,7 @@ def test_a_finished_run_is_reused(built: Built, tmp_path: Path, monkeypatch: pyt
 
 def test_an_interrupted_fine_tune_leaves_the_index_and_resumes(built: Built, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.train.loop import Trainer
+    from router.train._loop import Trainer
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     # Two epochs, static tier off (not what this is about); the index served under the name so far: a copy

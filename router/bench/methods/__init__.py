@@ -4,9 +4,12 @@ Each module imports its heavy or optional dependency (semantic-router, an LLM ba
 only when the method is built.
 """
 
-from router.bench.methods import every_turn, http, semantic, tiered
-from router.bench.methods.base import Method, MethodContext, MethodFactory, Outcome
-from router.registry import Registry
+from router._registry import Registry
+from router.bench.methods import _every_turn as every_turn
+from router.bench.methods import _http as http
+from router.bench.methods import _semantic as semantic
+from router.bench.methods import _tiered as tiered
+from router.bench.methods._base import Method, MethodContext, MethodFactory, Outcome
 
 METHODS: Registry[MethodFactory] = Registry("bench method", "methods", {
     "tiers01": tiered.tiers01,

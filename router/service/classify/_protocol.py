@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, create_model, model_validator
 
+from router._decision import Decision
 from router._strict import Strict
-from router.decision import Decision
-from router.service.models import NON_BLANK
+from router.service._models import NON_BLANK
 
 
 class ClassifyRequest(Strict):

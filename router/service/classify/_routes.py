@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from router.config import LimitsConfig
+from router._config import LimitsConfig
 from router.service._errors import error_responses
 from router.service.classify._protocol import ClassifyRequest, ClassifyResponse, request_model
 from router.service.classify._serving import ClassifyServing

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from fastapi.responses import Response
 
-from router.decision import Decision
+from router._decision import Decision
+from router.service._service import ClassifierService
 from router.service.classify._protocol import CLASSIFY_RESPONSE, ClassifyRequest, ClassifyResponse
-from router.service.service import ClassifierService
 
 
 def with_top_k(decision: Decision, top_k: int | None) -> Decision:

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from router._decision import Decision
 from router._strict import Strict
-from router.decision import Decision
 from router.dispatch import DispatchResult
-from router.service.models import NON_BLANK
+from router.service._models import NON_BLANK
 
 
 class DispatchRequest(Strict):

@@ -5,17 +5,17 @@ Decision's (``Decision.skill``: the intent's ``skill`` in the intents file, else
 name), when the registry has it. Errors map to statuses in one table (router/service/_errors.py).
 
 The dispatch and approve routes run under their own deadline, ``request_timeout_s +
-dispatch_timeout_s``, which the dispatcher keeps (router/dispatch/deadline.py).
+dispatch_timeout_s``, which the dispatcher keeps (router/dispatch/_deadline.py).
 """
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse, Response
 
-from router.decision import Decision
+from router._decision import Decision
 from router.dispatch import Dispatcher, DispatchResult
+from router.service._service import ClassifierService
 from router.service.dispatch._protocol import DispatchRequest
-from router.service.service import ClassifierService
 
 
 class DispatchServing:

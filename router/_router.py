@@ -1,0 +1,297 @@
+"""The Router: a built index and the chain of tiers over it (rules, static, embedding, llm).
+
+One way in: ``classify`` and ``classify_many`` (sync), ``aclassify`` and ``aclassify_many``
+(async), each with ``tiers="all"`` or ``"local"`` (tiers 0-1: tier 2 never runs, and an escalated
+Decision keeps ``escalate=True`` for the caller). Tier 2 is async: the sync path reaches it
+through the Router's one ``SyncBridge``; the async path awaits it on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from router._artifact import IndexArtifact, IndexManifest, check_fresh, load_artifact, open_index
+from router._config import EncoderConfig, LimitsConfig, RouterConfig, load_config
+from router._decision import Decision
+from router._intents import IntentSet
+from router._paths import indexes_dir
+from router._sources import resolve_sources
+from router._sync import SyncBridge
+from router._validation import check_batch, check_text
+from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder_identity
+from router.errors import ConfigError, IndexLoadError, InputError
+from router.llm._config import LLMConfig
+from router.llm._gate import gate_status
+from router.tiers import ALL_KINDS, COMPUTE, LOCAL, TierContext, TierKind, build_chain
+from router.tiers._chain import ComputeRunner, on_a_thread
+from router.train import check_tuned
+
+if TYPE_CHECKING:
+    from router.llm._escalator import Escalator
+    from router.providers import Provider
+
+Tiers = Literal["all", "local"]
+_KINDS: dict[str, tuple[TierKind, ...]] = {"all": ALL_KINDS, "local": LOCAL}
+
+
+def _kinds(tiers: object) -> tuple[TierKind, ...]:
+    kinds = _KINDS.get(tiers) if isinstance(tiers, str) else None
+    if kinds is None:
+        raise InputError(f"tiers={tiers!r}: expected 'all' (every tier) or 'local' (tiers 0-1, never tier 2)")
+    return kinds
+
+
+def index_folder(index: str | Path, index_dir: str | Path | None = None) -> Path:
+    """An index by folder path, or by name under ``indexes/``."""
+    return Path(index) if Path(index).is_dir() or "/" in str(index) else indexes_dir(index_dir) / str(index)
+
+
+def built_config(folder: Path) -> RouterConfig:
+    """The config an index was built with (its ``config.json``); ``IndexLoadError`` when missing or invalid."""
+    path = folder / "config.json"
+    try:
+        return RouterConfig.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise IndexLoadError(f"index {folder} is incomplete or corrupt: config.json is missing; rebuild it with: "
+                             f"router build --name {folder.name}") from None
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError (bad JSON too) is a ValueError
+        raise IndexLoadError(f"index {folder} is incomplete or corrupt: config.json is not a valid config ({exc}); "
+                             f"rebuild it with: router build --name {folder.name}") from exc
+
+
+@dataclass(frozen=True)
+class OpenedIndex:
+    """An index opened once: the generation its name points to, its verified manifest and the config it
+    was built with. Every later step of a load reads from it, so each file is read once."""
+
+    folder: Path
+    manifest: IndexManifest
+    config: RouterConfig
+    static: bool  # whether the static table was verified too
+
+    @classmethod
+    def open(cls, index: str | Path, index_dir: str | Path | None = None, static: bool = True) -> OpenedIndex:
+        folder, manifest = open_index(index_folder(index, index_dir), static=static)
+        return cls(folder, manifest, built_config(folder), static)
+
+
+class Router:
+    """Classify texts into intents. Build one with ``Router.load`` or ``Router.from_config``."""
+
+    def __init__(
+        self,
+        artifact: IndexArtifact,
+        encoder: Encoder,
+        limits: LimitsConfig | None = None,
+        top_k: int | None = None,
+        escalator: Escalator | None = None,
+        compute: ComputeRunner = on_a_thread,
+    ) -> None:
+        self.artifact = artifact
+        self.escalator = escalator
+        self.encoder = encoder
+        self.limits = limits or artifact.config.limits
+        # Tier 2 offers its own top_k candidates, so the Decision carries at least that many.
+        wanted = max(top_k or artifact.config.top_k, escalator.config.top_k if escalator is not None else 0)
+        self.top_k = min(wanted, len(artifact.head_intents))
+        # The one intent -> skill map: the intent's own skill when its file sets one, else its name.
+        skills: dict[str, str | None] = {i.name: i.skill or i.name for i in artifact.intents.intents}
+        self.chain = build_chain(TierContext(artifact, encoder, escalator, skills, self.top_k))
+        self.compute = compute  # how the async path runs compute tiers (the service: its micro-batcher)
+        # The sync path's way to tier 2, started on its first use; its loop keeps tier 2's pooled connections.
+        self._bridge = SyncBridge(None if escalator is None else escalator.aopen)
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        index: str | Path | OpenedIndex = "default",
+        *,
+        index_dir: str | Path | None = None,
+        encoder: EncoderConfig | None = None,
+        intents: IntentSet | None = None,
+        limits: LimitsConfig | None = None,
+        top_k: int | None = None,
+        llm: LLMConfig | Literal["built", "off"] = "built",
+        providers: Mapping[str, Provider] | None = None,
+        static: bool | None = None,
+    ) -> Router:
+        """Load a built index by name (under ``indexes/``), by folder path, or as already opened.
+
+        ``encoder`` overrides serving settings (threads, cache); its model must be the one the
+        index was built with. Passing ``intents`` also checks the index was built from them.
+        ``llm`` is tier 2: the config the index was built with (``"built"``, none unless it had
+        an ``llm`` section), another ``LLMConfig``, or ``"off"``. ``providers`` (backend label
+        → ``router.providers.Provider``) replaces those the config would build (tests, custom
+        backends). ``static`` switches tier 1a (the static token table): None serves it when the
+        index has one, False skips it, True requires it.
+        """
+        # ``folder``: the generation the name points to now; every file is read from it, checked first.
+        opened = index if isinstance(index, OpenedIndex) else None
+        if opened is None or (not opened.static and static is not False):
+            where = index if opened is None else opened.folder
+            assert not isinstance(where, OpenedIndex)
+            opened = OpenedIndex.open(where, index_dir, static=static is not False)
+        folder, manifest, built = opened.folder, opened.manifest, opened.config
+        enc_config = encoder or built.encoder
+        tuned = manifest.finetune
+        # A fine-tuned index serves its own graph; the configured encoder must be the one it was built with.
+        check_fresh(manifest, encoder_identity(enc_config), intents, folder, tuned)
+        if static and manifest.static is None:
+            raise ConfigError(f"static=True, but index {folder} was built without the static tier; "
+                              f"rebuild it with static.enabled: true (router build --static on)")
+        artifact = load_artifact(folder, {"ef_search": built.vector_index.ef_search}, static=static is not False,
+                                 verified=manifest, config=built)
+        llm_config = built.llm if llm == "built" else None if llm == "off" else llm
+        escalator = None
+        if llm_config is not None:
+            from router.llm._escalator import Escalator
+
+            escalator = Escalator(llm_config, artifact.intents, providers)
+            escalator.enabled, escalator.status = gate_status(llm_config, manifest.llm_gate)
+        served = (build_encoder(enc_config) if tuned is None else
+                  build_tuned_encoder(enc_config, folder / tuned.onnx_file, tuned.base_model, manifest.encoder_id,
+                                      tuned.tokenizer_sha256))
+        return cls(artifact, served, limits, top_k, escalator)
+
+    @classmethod
+    def from_config(cls, path: str | Path, index_dir: str | Path | None = None, static: bool | None = None) -> Router:
+        """Load the index a YAML config describes, refusing it if the config's intents have changed."""
+        config = load_config(path)
+        folder = indexes_dir(index_dir) / config.name
+        if not (folder / "manifest.json").is_file():
+            raise IndexLoadError(f"no index at {folder} for config {path}; build it with: router build --config {path}")
+        served_static = static if static is not None else (None if config.static.enabled else False)
+        opened = OpenedIndex.open(folder, static=served_static is not False)
+        sources = resolve_sources(config)
+        check_tuned(opened.manifest.finetune, config, sources.intents, sources.validation, folder)
+        return cls.load(opened, encoder=config.encoder, intents=sources.intents,
+                        limits=config.limits, top_k=config.top_k, llm=config.llm or "off", static=served_static)
+
+    def with_compute(self, compute: ComputeRunner) -> Router:
+        """This router (the same index, tiers and tier 2) with its async path's compute tiers run by
+        ``compute``: the HTTP service's micro-batcher plugs in here."""
+        twin = copy.copy(self)
+        twin.compute = compute
+        return twin
+
+    @property
+    def tier2(self) -> Escalator | None:
+        """The escalator when tier 2 is configured and switched on, else None."""
+        return self.escalator if self.escalator is not None and self.escalator.enabled else None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Run the compute tiers once (the encoder's first call is slow) and warm tier 2 (load its model,
+        fill its prompt cache; best effort), so that the first query pays for neither."""
+        self.chain.run(self.chain.start(["warm up the encoder"]), COMPUTE)
+        if self.tier2 is not None:
+            self._bridge.call(self.tier2.warm)
+
+    async def awarm(self) -> None:
+        """``warm`` on the caller's loop: the compute tiers through ``compute``, tier 2 awaited."""
+        await self.chain.arun(self.chain.start(["warm up the encoder"]), COMPUTE, self.compute)
+        if self.tier2 is not None:
+            await self.tier2.warm()
+
+    def close(self) -> None:
+        """Release tier 2's connections and model; tier 2 is unusable afterwards. From async code, use ``aclose``."""
+        if self._closed:
+            return
+        self._closed = True
+        escalator = self.escalator
+        if escalator is None:
+            self._bridge.close()
+        elif self._bridge.running:  # its clients live on the bridge's loop: close them there
+            self._bridge.close(last=escalator.aclose)
+        else:
+            _run_to_end(escalator.aclose())
+
+    async def aclose(self) -> None:
+        """Release tier 2's connections and model, on this loop (and on the sync bridge's, if it ran)."""
+        if self._closed:
+            return
+        self._closed = True
+        escalator = self.escalator
+        if self._bridge.running:
+            await asyncio.to_thread(self._bridge.close, None if escalator is None else escalator.aclose)
+        if escalator is not None:
+            await escalator.aclose()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def aopen(self) -> None:
+        """Keep tier 2's connections pooled on the running loop until ``aclose`` (``async with`` does both;
+        the HTTP service does it in its lifespan). Without it, an async call opens connections for itself."""
+        if self.escalator is not None:
+            await self.escalator.aopen()
+
+    async def __aenter__(self) -> Router:
+        await self.aopen()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- classification -----------------------------------------------------------------------------
+    # One query is a batch of one. Texts are checked before any tier runs: a bad text fails its own call.
+    def classify(self, text: str, *, tiers: Tiers = "all") -> Decision:
+        """One text's Decision; ``tiers="local"``: tiers 0-1 only."""
+        kinds = _kinds(tiers)
+        queries = self.chain.start([check_text(text, self.limits.max_text_chars)])
+        self.chain.run(queries, kinds, self._bridge)
+        return self.chain.finish(queries)[0]
+
+    def classify_many(self, texts: Sequence[str], *, tiers: Tiers = "all") -> list[Decision]:
+        """One Decision per text, in order; ``tiers="local"``: tiers 0-1 only."""
+        kinds = _kinds(tiers)
+        queries = self.chain.start(check_batch(texts, self.limits.max_batch, self.limits.max_text_chars))
+        self.chain.run(queries, kinds, self._bridge)
+        return self.chain.finish(queries)
+
+    async def aclassify(self, text: str, *, tiers: Tiers = "all") -> Decision:
+        """``classify`` on the caller's loop: inline tiers on it, compute tiers through ``compute``."""
+        kinds = _kinds(tiers)
+        queries = self.chain.start([check_text(text, self.limits.max_text_chars)])
+        await self.chain.arun(queries, kinds, self.compute)
+        return self.chain.finish(queries)[0]
+
+    async def aclassify_many(self, texts: Sequence[str], *, tiers: Tiers = "all") -> list[Decision]:
+        """``classify_many`` on the caller's loop; a whole batch's inline tiers can take ms: off the loop."""
+        kinds = _kinds(tiers)
+        queries = self.chain.start(check_batch(texts, self.limits.max_batch, self.limits.max_text_chars))
+        await self.chain.arun(queries, kinds, self.compute, inline_off_loop=True)
+        return self.chain.finish(queries)
+
+
+def _run_to_end(coro: Any) -> None:
+    """Run a clean-up coroutine from sync code: here when no loop runs in this thread, else on a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="router-close")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]

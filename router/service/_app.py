@@ -1,0 +1,89 @@
+"""The FastAPI app factory: the lifespan, the endpoint families' routers, the probes, the Guard.
+
+Each endpoint family (``classify/``, ``dispatch/``) has its protocol models, an ``APIRouter`` that
+gets its serving object from ``app.state`` by ``Depends``, and its serving logic. Errors map to
+statuses in one table (``_errors.py``); limits are the Guard's (``guard.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from router._settings import secret
+from router.dispatch import Dispatcher
+from router.errors import ConfigError
+from router.service._errors import install_error_handlers
+from router.service._guard import Guard
+from router.service._models import HealthResponse, ReadyResponse
+from router.service._service import ClassifierService
+from router.service.classify._routes import classify_router
+from router.service.classify._serving import ClassifyServing
+from router.service.dispatch._routes import not_configured
+from router.service.dispatch._routes import router as dispatch_routes
+from router.service.dispatch._serving import DispatchServing
+
+log = logging.getLogger("router.service")
+
+
+class FastJSON(JSONResponse):
+    """JSON through orjson (several times faster than json.dumps)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None) -> FastAPI:
+    config = service.config
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Tier 2's and the dispatcher's clients live on this loop: opened (warmed) here, closed here.
+        await service.start()
+        if dispatcher is not None:
+            await dispatcher.aopen()
+        yield
+        await service.stop()
+        if dispatcher is not None:
+            await dispatcher.aclose()
+        log.warning("router: drained and stopped")
+
+    app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
+    install_error_handlers(app, service.metrics)
+    app.state.classify = ClassifyServing(service)
+    families = [classify_router(service.router.limits), not_configured if dispatcher is None else dispatch_routes]
+    if dispatcher is not None:
+        app.state.dispatch = DispatchServing(service, dispatcher)
+    for family in families:
+        app.include_router(family)
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz() -> Response:
+        return FastJSON({"status": "ok"})
+
+    @app.get("/readyz", response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "warming up, draining, or no LLM reachable"}})
+    async def readyz() -> Response:
+        ready, detail = await service.readiness()
+        return FastJSON({"ready": ready, **detail}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    api_key = None
+    if config.api_key_env:
+        api_key = secret(config.api_key_env)
+        if not api_key:
+            raise ConfigError(f"api_key_env={config.api_key_env!r} is set but that environment variable is empty")
+    # The metric label of a path is its route's template: the app's own routes and each family's (an
+    # included router is one opaque entry of app.routes), so /v1/dispatch is never counted as "other".
+    routes = [*app.routes, *(route for family in families for route in family.routes)]
+    app.add_middleware(Guard, service=service, api_key=api_key, routes=routes)
+    return app

@@ -1,0 +1,121 @@
+"""`router serve` settings: every limit has a default; unknown keys are rejected.
+
+Each field is also read from the environment as ``ROUTER_SERVE_<FIELD>``; a command-line flag
+(``--<field-with-dashes>``, generated from this model by ``router.cli``) wins over the variable, and
+the variable over the default. An empty variable counts as unset. The variables:
+
+    ROUTER_SERVE_HOST, ROUTER_SERVE_PORT, ROUTER_SERVE_INDEX, ROUTER_SERVE_INDEX_DIR,
+    ROUTER_SERVE_ENCODER_THREADS, ROUTER_SERVE_ENCODER_CACHE_SIZE, ROUTER_SERVE_STATIC (true/false),
+    ROUTER_SERVE_BATCH_WINDOW_MS, ROUTER_SERVE_BATCH_MAX, ROUTER_SERVE_BATCH_MAX_TOKENS,
+    ROUTER_SERVE_MAX_BODY_BYTES, ROUTER_SERVE_REQUEST_TIMEOUT_S, ROUTER_SERVE_MAX_IN_FLIGHT,
+    ROUTER_SERVE_MAX_DISPATCH_IN_FLIGHT, ROUTER_SERVE_RETRY_AFTER_S, ROUTER_SERVE_HEADER_TIMEOUT_S,
+    ROUTER_SERVE_MAX_HEADER_BYTES, ROUTER_SERVE_BODY_TIMEOUT_S, ROUTER_SERVE_KEEP_ALIVE_TIMEOUT_S,
+    ROUTER_SERVE_SKILLS, ROUTER_SERVE_MODEL_ROUTING, ROUTER_SERVE_API_KEY_ENV,
+    ROUTER_SERVE_DRAIN_DELAY_S, ROUTER_SERVE_SHUTDOWN_GRACE_S.
+
+A variable with the prefix that names no field is an error, as an unknown key is (a typo would
+otherwise leave the default in force). ``api_key_env`` names the variable holding the bearer token;
+the token itself is never a setting. ``load_serve_config`` builds the config and turns a bad value
+into a ``ConfigError`` naming the flag or the variable and the value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from router._settings import environ, environ_names
+from router._strict import format_validation_error
+from router.errors import ConfigError
+
+ENV_PREFIX = "ROUTER_SERVE_"
+
+
+class ServeConfig(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix=ENV_PREFIX, env_ignore_empty=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    index: str = Field("default", description="index name or folder")
+    index_dir: str | None = Field(None, description="folder of named indexes (default: $ROUTER_INDEX_DIR, "
+                                                    "else ./indexes)")
+    # The encoder is the bottleneck under load, and on 2 cores 2 threads gave 670 vs 430 requests/s
+    # at concurrency 64.
+    encoder_threads: int | None = Field(None, ge=1, le=256,
+                                        description="ONNX Runtime threads (default: one per core, at most 4)")
+    encoder_cache_size: int | None = Field(None, ge=0, le=10_000_000,
+                                           description="query-embedding cache entries, 0: off (default: the "
+                                                       "index's, 4096 unless built otherwise)")
+    static: bool | None = Field(None, description="serve tier 1a, the static token table: on, off, or auto "
+                                                  "(the default: on when the index has one)")
+    batch_window_ms: float = Field(2.0, ge=0.0, le=1000.0,
+                                   description="micro-batch window: single-text requests arriving within it "
+                                               "are encoded together")
+    batch_max: int = Field(32, ge=1, le=4096, description="texts per micro-batch")
+    # Fair queueing at the encoder: one encoder job holds at most batch_max texts and batch_max_tokens
+    # tokens (batcher.py), so a `texts` batch cannot hold the encoder, and its memory, for the whole
+    # batch. A text longer than this is a job of its own. 64 is about four typical queries: a single
+    # text waits for at most one such job, and on a CPU small jobs cost no more per text (5.6 ms on
+    # 2 cores, vs 6.6 ms for one job per batch: it pads more).
+    batch_max_tokens: int = Field(64, ge=1, le=1_000_000,
+                                  description="tokens per encoder job (texts x the longest); a bigger batch is "
+                                              "split into jobs that take turns with other requests'")
+    max_body_bytes: int = Field(1_048_576, ge=64, le=1 << 30, description="request bodies over this size get 413")
+    request_timeout_s: float = Field(10.0, gt=0, le=3600, description="per-request timeout in seconds")
+    max_in_flight: int = Field(256, ge=1, le=1_000_000, description="requests in flight before 503")
+    # A separate cap, so dispatches stuck on a slow provider cannot starve /v1/classify (and classify
+    # traffic cannot starve dispatch). /healthz, /readyz and /metrics are under neither cap.
+    max_dispatch_in_flight: int = Field(64, ge=1, le=1_000_000,
+                                        description="dispatch, approval and session requests in flight before 503")
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After seconds sent with a 503")
+    # Slow and idle clients. Header time counts from the connection opening, or from the first byte
+    # after a response. keep_alive_timeout_s is uvicorn's timeout_keep_alive; it stays above the idle
+    # timeout of the clients and proxies in front (httpx 5 s, AWS ALB 60 s): a server that closes
+    # first can cut a request already on its way, and the client sees a reset.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600,
+                                    description="seconds a request's headers may take to arrive, then 408")
+    max_header_bytes: int = Field(32_768, ge=1024, le=1 << 24, description="request headers over this size get 431")
+    body_timeout_s: float = Field(5.0, gt=0, le=3600,
+                                  description="seconds a request's body may take to arrive, then 408")
+    keep_alive_timeout_s: int = Field(75, ge=1, le=3600,
+                                      description="an idle kept-alive connection is closed after this")
+    skills: str | None = Field(None, description="module:registry of skills; turns on POST /v1/dispatch "
+                                                 "(e.g. router.dispatch.demo:registry)")
+    model_routing: str | None = Field(None, description="model-routing file for the dispatcher, merged over "
+                                                        "the shipped one")
+    api_key_env: str | None = Field(None, description="require 'Authorization: Bearer <value of this env var>' "
+                                                      "(default: no auth)")
+    # Draining: readiness goes false first, so a load balancer stops sending before the listener closes.
+    drain_delay_s: float = Field(0.5, ge=0.0, le=600,
+                                 description="on SIGTERM, seconds between readiness going false and the "
+                                             "server no longer accepting")
+    shutdown_grace_s: int = Field(10, ge=0, le=3600,
+                                  description="then, seconds to wait for requests in flight")
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> ServeConfig:
+        unknown = [name for name in environ_names(ENV_PREFIX)
+                   if name[len(ENV_PREFIX):].lower() not in type(self).model_fields]
+        if unknown:
+            raise ValueError(f"unknown environment variable(s) {', '.join(sorted(unknown))}: no such setting")
+        return self
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_serve_config(given: dict[str, Any], source: str = "router serve") -> ServeConfig:
+    """``ServeConfig`` from ``given`` (flags that were set) over the environment over the defaults; a bad
+    value is a ``ConfigError`` naming the field, the value and, when it came from one, the variable."""
+    try:
+        return ServeConfig(**given)
+    except ValidationError as exc:
+        message = format_validation_error(exc, source)
+        from_env = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]} - set(given))
+        named = [f"{env_name(f)}={value!r}" for f in from_env if (value := environ(env_name(f))) is not None]
+        if named:
+            message += f" (set in the environment: {', '.join(named)})"
+        raise ConfigError(message) from exc

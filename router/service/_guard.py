@@ -1,0 +1,210 @@
+"""Limits enforced before a request reaches a route: auth, in-flight caps, body size and time, timeout.
+
+Pure ASGI (no BaseHTTPMiddleware), so the per-request cost stays in microseconds. Each refusal
+answers JSON ``{"detail": ...}`` naming the limit and its value; the metrics count it.
+
+Two in-flight caps, each refusing only its own routes: ``max_dispatch_in_flight`` for the
+dispatcher's routes (they wait on remote providers for seconds), ``max_in_flight`` for the rest.
+The probes and ``/metrics`` are under neither, and count in neither: an orchestrator must see a busy
+replica as alive, or it kills a healthy one. Header timeouts and sizes are the connection layer's
+(connections.py); the body's deadline is here, since only the app knows when it reads the body.
+Requests are counted under their route's template (``/v1/approvals/{approval_id}/approve``), never
+the raw path, so the number of label values stays that of the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import HTTPException
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.service._service import ClassifierService
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # under no in-flight cap
+DISPATCH_ROUTES = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")  # prefixes of max_dispatch_in_flight's routes
+# A lane is named by the ServeConfig field of its cap.
+CLASSIFY_LANE, DISPATCH_LANE = "max_in_flight", "max_dispatch_in_flight"
+
+
+# A refused request's body is read and dropped up to this size, so the connection stays usable
+# (closing with unread data makes the kernel reset it, and the client never sees the answer).
+# Beyond it the answer carries "connection: close".
+DRAIN_CAP = 16 << 20
+CLOSE = (b"connection", b"close")
+
+
+async def drain(receive: Receive, already: int = 0) -> bool:
+    """Read and drop the rest of the request body; False if it is over DRAIN_CAP or the client left."""
+    seen = already
+    while True:
+        try:
+            message = await receive()
+        except HTTPException:  # body_timeout_s passed: the rest is not coming
+            return False
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+        if seen > DRAIN_CAP:
+            return False
+
+
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, service: ClassifierService, api_key: str | None,
+                 routes: Sequence[BaseRoute] = ()) -> None:
+        self.app = app
+        self.service = service
+        self.config = service.config
+        self.metrics = service.metrics
+        self.token = api_key.encode() if api_key else None
+        # The app's routes (the list itself: the Guard is built once they are all added) give the
+        # metric label of a path: fixed paths by lookup, templated ones by their pattern.
+        self.fixed = {r.path for r in routes if isinstance(r, Route) and not r.param_convertors}
+        self.templated = [(r.path_regex, r.path) for r in routes
+                          if isinstance(r, Route) and r.param_convertors]
+
+    def endpoint(self, path: str) -> str:
+        if path in self.fixed:
+            return path
+        for regex, template in self.templated:
+            if regex.match(path):
+                return template
+        return "other"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        endpoint = self.endpoint(path)
+        started = time.perf_counter()
+        status = await self._serve(scope, self._timed_body(receive), send, path, endpoint)
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _timed_body(self, receive: Receive) -> Receive:
+        """The body must arrive within body_timeout_s of the headers. A stalled or trickled upload
+        is answered 408 and frees its in-flight slot, rather than holding it until request_timeout_s."""
+        timeout = self.config.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout
+        done = False
+
+        async def receive_body() -> Message:
+            nonlocal done
+            if done:  # after the body only http.disconnect comes, whenever the client leaves
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                done = True
+                self.metrics.rejected.labels("body_timeout_s").inc()
+                # The rest of the body may still come: the connection cannot carry another request.
+                raise HTTPException(408, f"request body not received within body_timeout_s={timeout:g}",
+                                    headers={"connection": "close"}) from None
+            done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return receive_body
+
+    def _in_flight(self, lane: str) -> int:
+        return self.service.dispatch_in_flight if lane == DISPATCH_LANE else self.service.in_flight
+
+    def _count(self, lane: str | None, change: int) -> None:
+        if lane == DISPATCH_LANE:
+            self.service.dispatch_in_flight += change
+            self.metrics.dispatch_in_flight.inc(change)
+        elif lane == CLASSIFY_LANE:
+            self.service.in_flight += change
+            self.metrics.in_flight.inc(change)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str, endpoint: str) -> int:
+        cfg = self.config
+        headers = dict(scope["headers"])
+        if self.token is not None and path not in OPEN_PATHS:
+            # The scheme is case-insensitive (RFC 9110 11.1: "bearer" is valid), the token is not.
+            # compare_digest: the time taken does not reveal how much of the token matched.
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.lstrip(b" "), self.token):
+                self.metrics.rejected.labels("auth").inc()
+                detail = f"missing or wrong bearer token (Authorization: Bearer <the value of ${cfg.api_key_env}>)"
+                await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
+                return 401
+        lane = (None if path in PROBE_PATHS
+                else DISPATCH_LANE if endpoint.startswith(DISPATCH_ROUTES) else CLASSIFY_LANE)
+        cap = cfg.max_dispatch_in_flight if lane == DISPATCH_LANE else cfg.max_in_flight
+        if lane is not None and self._in_flight(lane) >= cap:
+            self.metrics.rejected.labels(lane).inc()
+            retry = str(cfg.retry_after_s).encode()
+            detail = f"{lane}={cap} requests are already in flight; retry after {retry.decode()} s"
+            await self._refuse(receive, send, 503, detail, [(b"retry-after", retry)])
+            return 503
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
+            self.metrics.rejected.labels("max_body_bytes").inc()
+            declared = length.decode(errors="replace")
+            detail = f"request body of {declared} bytes is over max_body_bytes={cfg.max_body_bytes}"
+            await self._refuse(receive, send, 413, detail, read_body=length.isdigit() and int(length) <= DRAIN_CAP)
+            return 413
+        return await self._call(scope, receive, send, lane)
+
+    @staticmethod
+    async def _refuse(receive: Receive, send: Send, status: int, detail: str,
+                      headers: list[tuple[bytes, bytes]] | None = None, read_body: bool = True) -> None:
+        drained = read_body and await drain(receive)
+        await send_json(send, status, detail, [*(headers or []), *([] if drained else [CLOSE])])
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, lane: str | None) -> int:
+        cfg = self.config
+        state: dict[str, Any] = {"status": 500, "started": False, "received": 0}
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > cfg.max_body_bytes:  # a chunked body with no content-length
+                    self.metrics.rejected.labels("max_body_bytes").inc()
+                    state["drained"] = not message.get("more_body", False) or await drain(receive, state["received"])
+                    raise HTTPException(413, f"request body is over max_body_bytes={cfg.max_body_bytes}")
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"], state["status"] = True, message["status"]
+                if message["status"] == 413 and not state.get("drained", True):
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+            await send(message)
+
+        # A dispatch route has its own deadline, which its steps are planned to fit (dispatch/deadline.py):
+        # the flat request_timeout_s would cut a provider call or a handler half-way.
+        timeout, limit = (self.service.deadline_for(scope["path"])
+                          or (cfg.request_timeout_s, f"request_timeout_s={cfg.request_timeout_s}"))
+        self._count(lane, 1)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.app(scope, counted_receive, tracked_send)
+        except TimeoutError:
+            self.metrics.rejected.labels("request_timeout_s").inc()
+            if not state["started"]:
+                await send_json(send, 504, f"request took longer than {limit}")
+            return 504
+        finally:
+            self._count(lane, -1)
+        return int(state["status"])
