@@ -13,6 +13,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from router import errors
 from router._builder import Builder, BuildReport
 from router._config import (
     CalibrationConfig,
@@ -28,38 +29,7 @@ from router._config import (
 from router._decision import Candidate, Decision
 from router._intents import Intent, IntentSet, intent_set_from_yaml, load_intent_source
 from router._router import Router
-from router.errors import (
-    ApprovalError,
-    ApprovalRunning,
-    BadResponse,
-    BudgetExceeded,
-    CircuitOpen,
-    ConfigError,
-    DispatchError,
-    FallbacksExhausted,
-    IndexLoadError,
-    InputError,
-    InvalidParameters,
-    MissingDependency,
-    ModelError,
-    ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
-    RateLimited,
-    RequestRejected,
-    RouterError,
-    ServiceAuthError,
-    ServiceDispatchError,
-    ServiceError,
-    ServiceInputError,
-    ServiceTimeout,
-    ServiceUnavailable,
-    SessionsFull,
-    SkillFailed,
-    SkillNotAllowed,
-    StaleIndexError,
-    TooManyApprovals,
-)
+from router.errors import *  # noqa: F403 - the whole error tree, as errors.__all__ lists it
 from router.llm import LLMBackendConfig, LLMConfig
 
 if TYPE_CHECKING:
@@ -105,12 +75,6 @@ __all__ = [
     # dispatch, serve, call the service
     "Dispatcher", "SkillRegistry", "Skill", "SkillContext", "ModelRoutingConfig", "load_model_routing",
     "ServeConfig", "RouterClient", "AsyncRouterClient",
-    # the error tree (router/errors.py)
-    "RouterError", "ConfigError", "MissingDependency", "InputError", "ModelError", "IndexLoadError",
-    "StaleIndexError", "ProviderError", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "BadResponse",
-    "RequestRejected", "CircuitOpen", "FallbacksExhausted", "DispatchError", "BudgetExceeded", "SessionsFull",
-    "SkillNotAllowed", "InvalidParameters", "ApprovalError", "ApprovalRunning", "TooManyApprovals", "SkillFailed",
-    "ServiceError", "ServiceInputError", "ServiceAuthError", "ServiceUnavailable", "ServiceTimeout",
-    "ServiceDispatchError",
     "__version__",
 ]
+__all__ += errors.__all__  # the error tree (router/errors.py), in full

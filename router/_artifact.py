@@ -51,9 +51,14 @@ from router.static._model import STATIC_FILE, StaticManifest, StaticModel
 from router.train._record import FinetuneRecord
 from router.vectors import VectorIndex, load_index
 
-# 2: the static tier (static.npz and the manifest's ``static`` record).
-# 3: ``files`` (size and sha256 of every file) and ``manifest_sha256``, checked on load; the name is a symlink.
-FORMAT_VERSION = 3
+# What each format version brought, named when an older index is refused.
+FORMAT_CHANGES = {
+    2: "the static tier (static.npz and the manifest's static record)",
+    3: "the size and sha256 of every file, checked on load",
+    4: "intents without the unused `writes` flag (a skill's own `writes` is the one used), so the intent set's "
+       "hash changed",
+}
+FORMAT_VERSION = max(FORMAT_CHANGES)
 MANIFEST = "manifest.json"
 
 
@@ -217,9 +222,10 @@ def read_manifest(folder: Path) -> IndexManifest:
                           f"{_rebuild(folder.name)}") from exc
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:  # before the schema: an older manifest lacks the newer fields
+        since = [what for v, what in FORMAT_CHANGES.items() if not isinstance(version, int) or v > version]
         raise StaleIndexError(
-            f"index {folder} has format_version {version}, this router reads {FORMAT_VERSION} (which checks "
-            f"the sha256 of every file on load); {_rebuild(folder.name)}"
+            f"index {folder} has format_version {version}, this router reads {FORMAT_VERSION} (which adds "
+            f"{'; '.join(since) or 'nothing it can read'}); {_rebuild(folder.name)}"
         )
     try:
         manifest = IndexManifest.model_validate_json(text)

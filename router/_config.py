@@ -43,34 +43,38 @@ class HeadConfig(Strict):
 
 
 class CalibrationConfig(Strict):
-    target_precision: float = Field(0.97, gt=0.5, lt=1.0)
-    oos_prior: float = Field(0.2, ge=0.0, lt=1.0)
-    z: float = Field(1.0, ge=0.0, le=5.0)
-    folds: int = Field(5, ge=2, le=50)
-    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)
-    # Used only when there is too little data to fit (fewer than 2 examples of some intent).
-    fallback_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Tier 1b's acceptance thresholds, fitted on held-out evidence (router/_calibration.py)."""
+
+    target_precision: float = Field(0.97, gt=0.5, lt=1.0, description="precision the accepted answers must reach")
+    oos_prior: float = Field(0.2, ge=0.0, lt=1.0, description="expected out-of-scope share: held-out "
+                             "out-of-scope rows are weighted up to it")
+    z: float = Field(1.0, ge=0.0, le=5.0, description="z of the Wilson lower bound the precision must clear")
+    folds: int = Field(5, ge=2, le=50, description="cross-fitting folds when there is no validation split")
+    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5, description="out-of-scope similarity floor, as a "
+                                      "quantile of held-out in-scope queries' similarity")
+    fallback_threshold: float = Field(0.5, ge=0.0, le=1.0, description="used only when there is too little data "
+                                      "to fit (fewer than 2 examples of some intent)")
 
 
 class StaticConfig(Strict):
     """Tier 1a: the static token table distilled from the encoder, with its own head and calibration."""
 
     enabled: bool = True
-    # PCA width of the table; None keeps the encoder's dimension. Checked against it at build time.
-    dim: int | None = Field(None, gt=0)
-    # Stricter than tier 1b's: what the static tier accepts never gets a second look.
-    target_precision: float = Field(0.99, gt=0.0, le=1.0)
-    # ``auto`` tries each weighting and keeps the one with the best held-out coverage at the target.
-    weighting: Literal["auto", "uniform", "sif", "idf"] = "auto"
-    epochs: int = Field(100, ge=1, le=100_000)
-    # Supervised tuning of the table's rows on the intents before the head is trained (0: off).
+    dim: int | None = Field(None, gt=0, description="PCA width of the table; None keeps the encoder's dimension "
+                            "(checked against it at build time)")
+    target_precision: float = Field(0.99, gt=0.0, le=1.0, description="stricter than tier 1b's: what the static "
+                                    "tier accepts never gets a second look")
+    weighting: Literal["auto", "uniform", "sif", "idf"] = Field(
+        "auto", description="token weighting; auto tries each and keeps the best held-out coverage at the target")
+    epochs: int = Field(100, ge=1, le=100_000, description="epochs of the static head")
     # Without a validation split the tuning runs inside each cross-fitting fold, so the fitted
     # thresholds see its effect on held-out examples.
-    tune_epochs: int = Field(5, ge=0, le=1000)
-    tune_lr: float = Field(0.01, gt=0.0, le=1.0)
-    # The static out-of-scope check: similarity to the best intent's nearest example, at least this
-    # low quantile of held-out in-scope queries'.
-    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5)
+    tune_epochs: int = Field(5, ge=0, le=1000, description="supervised tuning of the table's rows on the intents, "
+                             "before the head is trained (0: off)")
+    tune_lr: float = Field(0.01, gt=0.0, le=1.0, description="learning rate of that tuning")
+    oos_floor_quantile: float = Field(0.01, ge=0.0, lt=0.5, description="the static out-of-scope check: "
+                                      "similarity to the best intent's nearest example, at least this low "
+                                      "quantile of held-out in-scope queries'")
 
 
 class RulesConfig(Strict):

@@ -22,7 +22,7 @@ from router._decision import Decision
 from router._intents import IntentSet
 from router._paths import indexes_dir
 from router._sources import resolve_sources
-from router._sync import SyncBridge
+from router._sync import Lifecycle, SyncBridge
 from router._validation import check_batch, check_text
 from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder_identity
 from router.errors import ConfigError, IndexLoadError, InputError
@@ -81,7 +81,7 @@ class OpenedIndex:
         return cls(folder, manifest, built_config(folder), static)
 
 
-class Router:
+class Router(Lifecycle):
     """Classify texts into intents. Build one with ``Router.load`` or ``Router.from_config``."""
 
     def __init__(
@@ -225,24 +225,11 @@ class Router:
         if escalator is not None:
             await escalator.aclose()
 
-    def __enter__(self) -> Router:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     async def aopen(self) -> None:
-        """Keep tier 2's connections pooled on the running loop until ``aclose`` (``async with`` does both;
-        the HTTP service does it in its lifespan). Without it, an async call opens connections for itself."""
+        """Open tier 2's pooled connections on the running loop now rather than on its first call (the HTTP
+        service does it in its lifespan); ``aclose`` closes them, and so does the loop's own shutdown."""
         if self.escalator is not None:
             await self.escalator.aopen()
-
-    async def __aenter__(self) -> Router:
-        await self.aopen()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- classification -----------------------------------------------------------------------------
     # One query is a batch of one. Texts are checked before any tier runs: a bad text fails its own call.

@@ -150,9 +150,23 @@ def test_an_older_format_is_refused_with_rebuild(mini_index: Path, tmp_path: Pat
     del data["files"], data["manifest_sha256"]
     rewrite(copy / "manifest.json", json.dumps(data).encode())
     with pytest.raises(StaleIndexError, match=rf"format_version 2, this router reads {FORMAT_VERSION} \(which "
-                                              r"checks the sha256 of every file on load\); rebuild it with: "
+                                              r"adds the size and sha256 of every file, checked on load; intents "
+                                              r"without the unused `writes` flag .*\); rebuild it with: "
                                               r"router build --name copy"):
         Router.load(copy)
+
+
+def test_an_index_of_the_previous_release_is_refused_naming_what_changed(mini_index: Path, tmp_path: Path) -> None:
+    copy = clone(mini_index, tmp_path / "copy")
+    data = json.loads((copy / "manifest.json").read_text())
+    data["format_version"] = 3  # intents.json still has `writes`, and the intent hash covered it
+    rewrite(copy / "manifest.json", json.dumps(data).encode())
+    with pytest.raises(StaleIndexError) as info:
+        Router.load(copy)
+    message = str(info.value)
+    assert "format_version 3, this router reads 4" in message and "`writes`" in message
+    assert "sha256 of every file" not in message  # only what came after version 3
+    assert message.endswith("rebuild it with: router build --name copy")
 
 
 def test_a_manifest_without_a_file_record_is_refused(mini_index: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from router._sync import SyncBridge
+from router._sync import Lifecycle, SyncBridge
 from router.dispatch import _extraction as extraction
 from router.dispatch._approvals import ApprovalStore, PendingAction
 from router.dispatch._budget import Ledger, SessionTotals
@@ -61,7 +61,7 @@ class _Run:
     handler: str | None = None  # once entered: ok, error, timeout, or cancelled
 
 
-class Dispatcher:
+class Dispatcher(Lifecycle):
     def __init__(
         self,
         config: ModelRoutingConfig,
@@ -142,23 +142,10 @@ class Dispatcher:
             self._closed = True
             self.sink.close()
 
-    def __enter__(self) -> Dispatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     async def aopen(self) -> None:
-        """Keep pooled connections on the running loop until ``aclose`` (``async with`` does both; the HTTP
-        service does it in its lifespan). Without it, an async call opens connections for itself."""
+        """Open the pooled connections on the running loop now rather than on the first call (the HTTP
+        service does it in its lifespan); ``aclose`` closes them, and so does the loop's own shutdown."""
         await self.http.aopen()
-
-    async def __aenter__(self) -> Dispatcher:
-        await self.aopen()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- public API: async on the caller's loop, and the same through the sync bridge ---------------
     async def adispatch(self, session_id: str, skill: str, text: str | None = None,

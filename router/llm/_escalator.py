@@ -40,14 +40,19 @@ from router.providers import (
 log = logging.getLogger("router.llm")
 
 
-def choice_request(prompt: Prompt, max_tokens: int) -> ChatRequest:
-    """The prompt as a structured choice among its labels. Its ``calibration`` is the same request with
-    the message content-free (``content_free``), which llama.cpp's label scoring subtracts; the chain
-    sets each backend's own ``max_tokens``."""
-    request = ChatRequest(system=prompt.system, messages=(Message("user", prompt.user),), choices=prompt.labels,
-                          max_tokens=max_tokens, temperature=0.0, query=prompt.query)
+def choice_request(prompt: Prompt, max_tokens: int, calibrated: bool = True) -> ChatRequest:
+    """The prompt as a structured choice among its labels. With ``calibrated``, its ``calibration`` is
+    the same request with the message content-free (``content_free``), which llama.cpp's label scoring
+    subtracts; the chain sets each backend's own ``max_tokens``."""
+    if not calibrated:
+        return ChatRequest(system=prompt.system, messages=(Message("user", prompt.user),), choices=prompt.labels,
+                           max_tokens=max_tokens, temperature=0.0, query=prompt.query)
     null = content_free(prompt)
-    return replace(request, calibration=replace(request, messages=(Message("user", null.user),), query=null.query))
+    calibration = ChatRequest(system=prompt.system, messages=(Message("user", null.user),), choices=prompt.labels,
+                              max_tokens=max_tokens, temperature=0.0, query=null.query)
+    # Built directly, not by dataclasses.replace (several times slower): this runs for every escalated query.
+    return ChatRequest(system=prompt.system, messages=(Message("user", prompt.user),), choices=prompt.labels,
+                       max_tokens=max_tokens, temperature=0.0, query=prompt.query, calibration=calibration)
 
 
 class Escalator:
@@ -58,7 +63,6 @@ class Escalator:
         self.config = config
         self.prompts = PromptBuilder(intents, examples_per_candidate=config.examples_per_candidate,
                                      catalogue=config.catalogue, shuffle=config.shuffle)
-        self._skills = {i.name: i.skill for i in intents.intents}
         labels = [b.label for b in config.backends]
         unknown = sorted(set(providers or {}) - set(labels))
         if unknown:
@@ -76,6 +80,9 @@ class Escalator:
             if check is not None:  # an in-process model: fail at start-up on a missing file
                 check(target.model)
         self._labels = {t.key: t.provider for t in self.targets}
+        # Only llama.cpp's calibrated label scoring reads the content-free twin: built for it alone.
+        self._calibrated = any(b.backend == "llama_cpp" and b.method == "logprob" and b.calibrate
+                               for b in config.backends)
         self.chain = Chain(self.providers, breaker=config.breaker, retry=RetryConfig(max_retries=0))
         self.enabled = True
         self.status = "on"
@@ -90,8 +97,7 @@ class Escalator:
         return list(await asyncio.gather(*(self.settle(t, d) for t, d in items)))
 
     async def aopen(self) -> None:
-        """Keep pooled connections for the running loop until ``aclose`` on it (the service's lifespan,
-        ``async with router``, the sync bridge); without it each call opens its own."""
+        """Open the running loop's pooled connections now rather than on the first call."""
         await self.http.aopen()
 
     async def warm(self) -> None:
@@ -118,7 +124,7 @@ class Escalator:
 
     # -- the pipeline ------------------------------------------------------------------------------
     def _request(self, prompt: Prompt) -> ChatRequest:
-        return choice_request(prompt, self.config.backends[0].max_tokens)
+        return choice_request(prompt, self.config.backends[0].max_tokens, self._calibrated)
 
     async def settle(self, text: str, decision: Decision) -> Decision:
         """Never raises for a backend's failure."""
@@ -151,7 +157,7 @@ class Escalator:
                        cached_tokens=0 if estimated else usage.cached_input_tokens,
                        fallback_from=[f"{t.provider}: {e.reason}" for t, e in result.errors])
         return replace(decision, intent=intent, out_of_scope=none, confidence=round(confidence, 6), tier=TIER_LLM,
-                       escalate=False, skill=self._skills.get(intent) if intent else None, llm=call,
+                       escalate=False, skill=None, llm=call,  # the Router's map names the skill (tiers/_llm.py)
                        latency_us=latency)
 
     def _degraded(self, decision: Decision, reason: str, start: int) -> Decision:

@@ -51,9 +51,21 @@ STATUS: dict[type[Exception], int] = {
 }
 
 
+# What the Guard (_guard.py) and the request validation answer on every route, before its own logic runs.
+GUARDED = {
+    400: "body is not decodable (e.g. not UTF-8)",
+    401: "missing or wrong bearer token",
+    408: "body not received within body_timeout_s (the connection is closed)",
+    413: "body over max_body_bytes",
+    422: "invalid request (the detail names the field)",
+    504: "request_timeout_s exceeded (dispatch routes: plus dispatch_timeout_s)",
+}
+
+
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` of a route: each status with the error body's model."""
-    return {code: {"model": ErrorResponse, "description": text} for code, text in descriptions.items()}
+    """The OpenAPI ``responses`` of a route: the Guard's statuses, then the route's own (which win),
+    each with the error body's model."""
+    return {code: {"model": ErrorResponse, "description": text} for code, text in {**GUARDED, **descriptions}.items()}
 
 
 def error_body(exc: Exception) -> dict[str, Any]:

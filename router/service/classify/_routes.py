@@ -12,15 +12,7 @@ from router.service._errors import error_responses
 from router.service.classify._protocol import ClassifyRequest, ClassifyResponse, request_model
 from router.service.classify._serving import ClassifyServing
 
-_ERRORS = error_responses({
-    400: "body is not decodable (e.g. not UTF-8)",
-    401: "missing or wrong bearer token",
-    408: "body not received within body_timeout_s (the connection is closed)",
-    413: "body over max_body_bytes",
-    422: "invalid request (the detail names the field)",
-    503: "max_in_flight reached (Retry-After)",
-    504: "request_timeout_s exceeded",
-})
+_ERRORS = error_responses({503: "max_in_flight reached (Retry-After)"})
 
 
 def classify_serving(request: Request) -> ClassifyServing:

@@ -20,7 +20,7 @@ PATHS = ("/v1/dispatch", "/v1/approvals/{approval_id}/approve", "/v1/approvals/{
 _ERRORS = error_responses({
     403: "the skill is not allowlisted", 404: "approval id unknown, expired or used",
     409: "the approval's handler is running now (it is never run twice)",
-    422: "invalid request or parameters",
+    422: "invalid request or parameters (the detail names the field)",
     429: "a budget would be exceeded (nothing was called), or too many pending approvals (Retry-After)",
     502: "every model of the chain failed, or the skill failed",
     503: "max_dispatch_in_flight reached, or budgets.max_sessions live sessions (Retry-After)",
