@@ -56,8 +56,8 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
 
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
     install_error_handlers(app, service.metrics)
-    app.state.classify = ClassifyServing(service)
-    families = [classify_router(service.router.limits), not_configured if dispatcher is None else dispatch_routes]
+    families = [classify_router(service.router.limits, ClassifyServing(service)),
+                not_configured if dispatcher is None else dispatch_routes]
     if dispatcher is not None:
         app.state.dispatch = DispatchServing(service, dispatcher)
     for family in families:

@@ -27,7 +27,7 @@ _ERRORS = error_responses({
 })
 
 
-def dispatch_serving(request: Request) -> DispatchServing:
+async def dispatch_serving(request: Request) -> DispatchServing:  # async: a sync one runs on a worker thread
     serving: DispatchServing = request.app.state.dispatch
     return serving
 
