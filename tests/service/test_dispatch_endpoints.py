@@ -135,3 +135,22 @@ def test_the_model_routing_file_does_no_intent_routing() -> None:
 
     with pytest.raises(ConfigError, match="intents"):
         model_routing_from_dict({"intents": {"balance": "balance"}})
+
+
+def test_the_server_path_starts_no_private_event_loop(start_server: Callable[..., Running], fakes: Fakes,  # noqa: F811
+                                                      tmp_path: Path, skills_index: Path) -> None:
+    # Tier 2 and the dispatcher both serve over HTTP, and their calls run on uvicorn's own loop: the
+    # sync bridge (router/_sync.py, the only other event loop the package starts) never starts.
+    fakes.openai.script("send 20 dollars to sam", '{"amount": 20, "to_account": "sam"}')
+    path = tmp_path / "routing.yaml"
+    path.write_text(yaml.safe_dump({"providers": provider_section(fakes), "trace": {"sink": "memory"},
+                                    "retry": {"max_retries": 0}}))
+    server = start_server(llm={"backends": [{"backend": "memory"}]}, skills=SKILLS, model_routing=str(path),
+                          index=skills_index)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        settled = client.post("/v1/classify", json={"text": "clock"}).json()["decisions"][0]
+        assert settled["tier"] == "llm" and settled["llm"]["backend"] == "memory"
+        dispatched = client.post("/v1/dispatch", json={"session_id": "u1", "text": "send 20 dollars to sam"})
+        assert dispatched.status_code == 200 and dispatched.json()["calls"][0]["provider"] == "openai"
+    dispatcher = server.server.config.app.state.dispatch.dispatcher
+    assert not server.service.router._bridge.running and not dispatcher._bridge.running
