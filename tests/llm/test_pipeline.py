@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from router import Router
 from router._decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
 from router.testing import FakeVLLM
 from router.tiers import LOCAL
+from tests.dispatch.conftest import Fakes, fakes  # noqa: F401 - the fixture
 from tests.llm.conftest import ESCALATED, ping
 
 RouterFactory = Callable[..., Router]
@@ -267,3 +269,24 @@ def test_decision_carries_as_many_candidates_as_tier2_offers(make_router: Router
     router = make_router(vllm_backend, top_k=7)
     d = router.classify("clock")
     assert len(d.candidates) == 7 and len(vllm.requests[0]["body"]["structured_outputs"]["choice"]) == 8
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini", "openai"])
+def test_a_premium_api_is_a_tier2_backend_too(make_router: RouterFactory, fakes: Fakes, kind: str) -> None:  # noqa: F811
+    # Any provider of the model-call layer can settle escalations: the structured choice becomes the
+    # API's own constraint (a forced tool call, responseJsonSchema, json_schema) and is read back.
+    fake = {"anthropic": fakes.anthropic, "gemini": fakes.gemini, "openai": fakes.openai}[kind]
+    model = {"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash", "openai": "gpt-5.4-nano"}[kind]
+    router = make_router({"backend": kind, "url": fake.url, "model": model, "api_key_env": f"{kind.upper()}_API_KEY"})
+    escalated = router.classify("clock", tiers="local")
+    assert escalated.escalate
+    assert router.escalator is not None
+    prompt = router.escalator.prompts.build("clock", [c.intent for c in escalated.candidates[:5]])
+    answer = next(label for label in prompt.labels if label != "none")
+    fake.script(prompt.user, json.dumps({"intent": answer}))
+    settled = router.classify("clock")
+    assert (settled.tier, settled.intent, settled.escalate) == (TIER_LLM, answer, False)
+    assert settled.llm is not None and settled.llm.backend == kind and settled.llm.prompt_tokens > 0
+    fake.script(prompt.user, json.dumps({"intent": "not-a-label"}))
+    refused = router.classify("clock")  # an answer outside the labels is this backend's failure
+    assert refused.degraded and refused.degraded_reason is not None and refused.degraded_reason.startswith(kind)
