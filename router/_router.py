@@ -104,8 +104,7 @@ class Router(Lifecycle):
         skills: dict[str, str | None] = {i.name: i.skill or i.name for i in artifact.intents.intents}
         self.chain = build_chain(TierContext(artifact, encoder, escalator, skills, self.top_k))
         self.compute = compute  # how the async path runs compute tiers (the service: its micro-batcher)
-        # The sync path's way to tier 2, started on its first use; its loop keeps tier 2's pooled connections.
-        self._bridge = SyncBridge(None if escalator is None else escalator.aopen)
+        self._bridge = SyncBridge()  # the sync path's way to tier 2, started on its first use
         self._closed = False
 
     # -- construction -------------------------------------------------------------------------

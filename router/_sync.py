@@ -24,10 +24,7 @@ T = TypeVar("T")
 class SyncBridge:
     """Runs coroutines for synchronous callers on one long-lived loop thread."""
 
-    def __init__(self, on_start: Callable[[], Awaitable[Any]] | None = None) -> None:
-        """``on_start``: awaited on the bridge's loop when it starts (e.g. opening pooled clients there,
-        which ``close``'s ``last`` then closes)."""
-        self._on_start = on_start
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -38,12 +35,6 @@ class SyncBridge:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="router-sync", daemon=True)
                 thread.start()
-                if self._on_start is not None:
-                    try:
-                        asyncio.run_coroutine_threadsafe(_awaited(self._on_start), loop).result()
-                    except BaseException:
-                        _stop(loop, thread)
-                        raise
                 self._loop, self._thread = loop, thread
             return self._loop
 

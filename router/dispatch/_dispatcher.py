@@ -89,7 +89,7 @@ class Dispatcher(Lifecycle):
         self._clock = clock
         self._closed = False
         self.http = HttpClients()
-        self._bridge = SyncBridge(self.http.aopen)  # its loop keeps pooled connections until close()
+        self._bridge = SyncBridge()
         if providers is None:
             providers = {name: build_provider(name, pc, self.http) for name, pc in config.providers.items()}
         self.providers = dict(providers)
@@ -126,8 +126,8 @@ class Dispatcher(Lifecycle):
 
     def close(self, wait_s: float | None = None) -> None:
         """``aclose`` for synchronous callers: on the bridge's loop when the sync methods ran there,
-        else on a loop of its own. From a coroutine, await ``aclose`` instead: here only the steps
-        are drained (from another thread) and the sink closed, not that loop's connections."""
+        else on a loop of its own. Called from a coroutine it only closes the sink and warns: await
+        ``aclose`` there instead, which drains the steps and closes that loop's connections."""
         if self._closed:
             return
         if self._bridge.running:

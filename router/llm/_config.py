@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from router._strict import Strict
 from router.providers import PROVIDERS, BreakerConfig, ProviderConfig, Target
+from router.providers._config import ModelSettings
 
 # Fields each backend cannot do without; checked when the config is loaded, not at first call.
 # A premium API (openai, anthropic, gemini) needs a model, and has a default url.
@@ -25,7 +26,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 _ONE_AT_A_TIME = {"llama_cpp"}
 
 
-class LLMBackendConfig(Strict):
+class LLMBackendConfig(ModelSettings):
     backend: str = Field(description="a router.providers.PROVIDERS kind: vllm, openai_compatible, llama_cpp, "
                                      "memory (or openai, anthropic, gemini)")
     name: str | None = Field(None, description="label in Decisions and metrics (default: the backend key)")
@@ -34,20 +35,9 @@ class LLMBackendConfig(Strict):
     api_key_env: str | None = Field(None, description="environment variable holding the bearer token")
     # vLLM >= 0.12 takes structured_outputs; older servers take guided_choice.
     structured: Literal["structured_outputs", "guided_choice"] = "structured_outputs"
-    # How an OpenAI-compatible server is told to answer with a label: json_schema (OpenAI,
-    # llama.cpp's server), json_object + schema (llama-cpp-python's server), or a GBNF grammar.
-    constraint: Literal["json_schema", "json_object", "grammar"] = "json_schema"
-    # In-process llama.cpp: score each label by log-likelihood, or decode under a grammar.
-    method: Literal["logprob", "choice"] = "logprob"
-    # logprob only: subtract each label's score under a content-free message (twice the work).
-    calibrate: bool = True
     timeout_s: float = Field(2.0, gt=0, le=600)
     max_concurrency: int = Field(8, ge=1, le=1024)
     max_tokens: int = Field(24, ge=1, le=512)
-    threads: int = Field(2, ge=1, le=256)
-    n_ctx: int = Field(4096, ge=512, le=131072)
-    # memory backend only: scripted answers by query text (default: the first offered label).
-    answers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("backend")
     @classmethod
@@ -68,16 +58,11 @@ class LLMBackendConfig(Strict):
 
     def provider(self) -> ProviderConfig:
         """The provider this backend calls, named ``label`` in the chain."""
-        fields: dict[str, object] = {"kind": self.backend, "base_url": self.url, "api_key_env": self.api_key_env}
-        if self.backend == "vllm":
-            fields["structured"] = self.structured
-        elif self.backend == "openai_compatible":
-            fields["constraint"] = self.constraint
-        elif self.backend == "llama_cpp":
-            fields.update(method=self.method, calibrate=self.calibrate, threads=self.threads, n_ctx=self.n_ctx)
-        elif self.backend == "memory":
-            fields["answers"] = self.answers
-        return ProviderConfig.model_validate(fields)
+        # The shared settings pass as they are; ``structured`` is the one key whose tier-2 meaning
+        # (how vLLM is sent a choice) is vLLM's alone, so it goes to vLLM only.
+        return ProviderConfig(kind=self.backend, base_url=self.url, api_key_env=self.api_key_env,
+                              structured=self.structured if self.backend == "vllm" else None,
+                              **self.model_dump(include=set(ModelSettings.model_fields)))
 
     def target(self) -> Target:
         """The model the chain asks, with this backend's timeout, output cap and concurrency."""

@@ -19,14 +19,10 @@ _STRUCTURED: dict[str, tuple[str, ...]] = {
 }
 
 
-class ProviderConfig(Strict):
-    kind: str = Field(description="a key of router.providers.PROVIDERS: openai, anthropic, gemini, "
-                                  "openai_compatible, vllm, llama_cpp, memory")
-    base_url: str | None = Field(None, description="default: the provider's public endpoint")
-    api_key_env: str | None = Field(None, description="environment variable holding the key; never the key itself")
-    structured: Literal["structured_outputs", "guided_choice", "json_schema", "json_object"] | None = Field(
-        None, description="vllm: structured_outputs (>= 0.12, default) or guided_choice (older); openai_compatible: "
-                          "json_schema (default) or json_object (llama-cpp-python's server) for JSON-schema answers")
+class ModelSettings(Strict):
+    """The settings of a provider that a tier-2 backend sets too (``LLMBackendConfig`` takes them under
+    the same keys): defined once here."""
+
     # How an OpenAI-compatible server is told to answer with one of the choices: json_schema (OpenAI,
     # llama.cpp's server), json_object + schema (llama-cpp-python's server), or a GBNF grammar.
     constraint: Literal["json_schema", "json_object", "grammar"] = "json_schema"
@@ -38,6 +34,16 @@ class ProviderConfig(Strict):
     n_ctx: int = Field(4096, ge=512, le=131072)
     # memory only: scripted answers by query text (default: the first offered label).
     answers: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderConfig(ModelSettings):
+    kind: str = Field(description="a key of router.providers.PROVIDERS: openai, anthropic, gemini, "
+                                  "openai_compatible, vllm, llama_cpp, memory")
+    base_url: str | None = Field(None, description="default: the provider's public endpoint")
+    api_key_env: str | None = Field(None, description="environment variable holding the key; never the key itself")
+    structured: Literal["structured_outputs", "guided_choice", "json_schema", "json_object"] | None = Field(
+        None, description="vllm: structured_outputs (>= 0.12, default) or guided_choice (older); openai_compatible: "
+                          "json_schema (default) or json_object (llama-cpp-python's server) for JSON-schema answers")
 
     @model_validator(mode="after")
     def _per_kind(self) -> ProviderConfig:

@@ -38,7 +38,7 @@ class EveryTurnLLM:
         self.notes: list[str] = [f"{model}, every intent offered"]
         self._client: Any = None
         self._http = HttpClients()
-        self._bridge = SyncBridge(self._http.aopen)
+        self._bridge = SyncBridge()
         self._target = self.backend.target()
 
     def build(self) -> float:
