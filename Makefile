@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-llm install-train index run demo test test-slow test-llm test-train test-package bench compare lint clean
+.PHONY: install install-llm install-train index run demo test test-slow test-llm test-train test-redis test-package bench compare lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,7 +50,12 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m "slow and not train"
+	$(BIN)/pytest -q -m "slow and not train and not redis and not tools"
+
+# Shared state across processes against a real redis-server (Debian: apt-get install redis-server),
+# and the alert rules against promtool (Debian: prometheus); .ci/run installs both.
+test-redis: $(STAMP)
+	$(BIN)/pytest -q -m "redis or tools"
 
 test-llm: install-llm
 	$(BIN)/pytest -q -m llm

@@ -28,7 +28,9 @@ boundary so callers catch one family::
     │   ├── ApprovalError      unknown, expired or already used approval id
     │   │   ├── ApprovalRunning   its handler is running now (a second approve would run it twice)
     │   │   └── TooManyApprovals  a session's (or every session's) pending-approval cap is reached
-    │   └── SkillFailed        the handler raised, or its result failed the schema/freshness check
+    │   ├── SkillFailed        the handler raised, or its result failed the schema/freshness check
+    │   └── StateUnavailable   the shared state (Redis) cannot be reached: budgets fail closed, nothing
+    │                          is sent unmetered (503, ``retry_after``)
     └── ServiceError           the HTTP client (``router.client``): the service answered 4xx/5xx, or no answer;
         │                      ``status`` (None without an answer), ``detail``, ``error``, ``retry_after``
         ├── ServiceInputError  400/413/422: the request was refused as invalid; also an InputError
@@ -79,6 +81,7 @@ __all__ = [
     "ApprovalRunning",
     "TooManyApprovals",
     "SkillFailed",
+    "StateUnavailable",
     "RouterError",
     "ServiceAuthError",
     "ServiceDispatchError",
@@ -243,6 +246,19 @@ class SkillFailed(DispatchError):
     def __init__(self, skill: str, message: str, reason: str) -> None:
         super().__init__(f"skill {skill!r}: {redact(message)}")  # a handler's error text is third-party too
         self.skill, self.reason = skill, reason
+
+
+class StateUnavailable(DispatchError):
+    """The shared state backend (``backend``, e.g. ``redis``) did not answer: the step was refused.
+
+    Budgets fail closed: a call that cannot be metered is never sent. ``retry_after`` (seconds) is
+    when to try again; ``detail`` says what failed (the URL is given without its password).
+    """
+
+    def __init__(self, backend: str, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"state backend {backend} is unavailable ({redact(detail)}); the step was refused and "
+                         f"nothing was sent to a provider; retry after {retry_after:g}s")
+        self.backend, self.detail, self.retry_after = backend, detail, retry_after
 
 
 class ServiceError(RouterError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from router import Builder, EncoderConfig, Router, RouterConfig
+from router.testing import RedisServer, redis_server_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -41,3 +43,12 @@ def mini_index(tmp_path_factory: pytest.TempPathFactory, mini_config: RouterConf
 @pytest.fixture(scope="session")
 def mini_router(mini_index: Path) -> Router:
     return Router.load(mini_index)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of its own on a free port (tests marked ``redis``); ``kill``/``start`` restart it."""
+    if redis_server_path() is None:
+        pytest.fail("redis-server is not on PATH: apt-get install redis-server (the redis suite needs a real one)")
+    with RedisServer() as server:
+        yield server

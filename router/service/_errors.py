@@ -4,8 +4,8 @@
 errors add ``"error"`` (the exception's name) and their own fields, and are counted in
 ``router_dispatch_total`` under that name: budget 429, not allowlisted 403, invalid parameters 422,
 unknown approval 404, a provider chain or a skill that failed 502, a new session past
-budgets.max_sessions 503, an approval whose handler is running 409, pending approvals past their cap
-429. A refusal that clears by itself (SessionsFull, TooManyApprovals) says when (Retry-After).
+budgets.max_sessions 503, the shared state unreachable 503, an approval whose handler is running 409, pending approvals past their cap
+429. A refusal that clears by itself (SessionsFull, TooManyApprovals, StateUnavailable) says when (Retry-After).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from router.errors import (
     SessionsFull,
     SkillFailed,
     SkillNotAllowed,
+    StateUnavailable,
     TooManyApprovals,
 )
 from router.service._metrics import Metrics
@@ -48,6 +49,7 @@ STATUS: dict[type[Exception], int] = {
     SessionsFull: 503,
     ApprovalRunning: 409,
     TooManyApprovals: 429,
+    StateUnavailable: 503,
 }
 
 
@@ -80,12 +82,14 @@ def error_body(exc: Exception) -> dict[str, Any]:
         body["reason"] = exc.reason
     elif isinstance(exc, TooManyApprovals):
         body.update(limit_name=exc.limit_name, limit=exc.limit)
+    elif isinstance(exc, StateUnavailable):
+        body["backend"] = exc.backend
     return body
 
 
 def _retry_after(exc: Exception) -> dict[str, str] | None:
     """A refusal that clears by itself says when; the client's retry policy reads it."""
-    if isinstance(exc, SessionsFull | TooManyApprovals):
+    if isinstance(exc, SessionsFull | TooManyApprovals | StateUnavailable):
         return {"Retry-After": str(math.ceil(exc.retry_after))}
     return None
 

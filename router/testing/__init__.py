@@ -3,12 +3,13 @@
 ``FakeVLLM`` speaks vLLM's chat-completions protocol; ``FakeOpenAI``, ``FakeAnthropic`` and
 ``FakeGemini`` speak the premium providers' APIs. Each is a real HTTP server on 127.0.0.1 that
 checks requests strictly and injects faults. ``ServeProcess`` runs `router serve` as a child
-process on a free port. Nothing here is imported by the router itself.
+process on a free port; ``RedisServer`` a real redis-server. Nothing here is imported by the router itself.
 """
 
 from router.testing._loopback import FAULTS, SOAK_FAULTS, LoopbackServer
 from router.testing._process import ServeProcess, free_port
 from router.testing._providers import FakeAnthropic, FakeGemini, FakeOpenAI
+from router.testing._redis import RedisServer, redis_server_path
 from router.testing._vllm_server import FakeVLLM
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "FakeOpenAI",
     "FakeVLLM",
     "LoopbackServer",
+    "RedisServer",
     "ServeProcess",
     "free_port",
+    "redis_server_path",
 ]

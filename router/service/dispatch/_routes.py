@@ -23,7 +23,8 @@ _ERRORS = error_responses({
     422: "invalid request or parameters (the detail names the field)",
     429: "a budget would be exceeded (nothing was called), or too many pending approvals (Retry-After)",
     502: "every model of the chain failed, or the skill failed",
-    503: "max_dispatch_in_flight reached, or budgets.max_sessions live sessions (Retry-After)",
+    503: "max_dispatch_in_flight reached, budgets.max_sessions live sessions, or the shared state "
+         "unreachable (Retry-After)",
 })
 
 
