@@ -29,6 +29,7 @@ from router._config import (
 from router._decision import Candidate, Decision
 from router._intents import Intent, IntentSet, intent_set_from_yaml, load_intent_source
 from router._router import Router
+from router._telemetry import instrument, uninstrument
 from router.errors import *  # noqa: F403 - the whole error tree, as errors.__all__ lists it
 from router.llm import LLMBackendConfig, LLMConfig
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         load_model_routing,
     )
     from router.service import ServeConfig
+    from router.state import StateConfig
 
 try:
     __version__ = version("tiered-router")
@@ -54,6 +56,7 @@ _LAZY = {
     "Dispatcher": "router.dispatch", "ModelRoutingConfig": "router.dispatch", "Skill": "router.dispatch",
     "SkillContext": "router.dispatch", "SkillRegistry": "router.dispatch", "load_model_routing": "router.dispatch",
     "RouterClient": "router._client", "AsyncRouterClient": "router._client", "ServeConfig": "router.service",
+    "StateConfig": "router.state",
 }
 
 
@@ -74,7 +77,9 @@ __all__ = [
     "load_config", "Intent", "IntentSet", "intent_set_from_yaml", "load_intent_source",
     # dispatch, serve, call the service
     "Dispatcher", "SkillRegistry", "Skill", "SkillContext", "ModelRoutingConfig", "load_model_routing",
-    "ServeConfig", "RouterClient", "AsyncRouterClient",
+    "ServeConfig", "RouterClient", "AsyncRouterClient", "StateConfig",
+    # OpenTelemetry spans (the [otel] extra)
+    "instrument", "uninstrument",
     "__version__",
 ]
 __all__ += errors.__all__  # the error tree (router/errors.py), in full

@@ -207,6 +207,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    # Package data (router/service/alerts.yml), printed as shipped: `router alerts > rules.yml`.
+    sys.stdout.write(files("router.service").joinpath("alerts.yml").read_text(encoding="utf-8"))
+    return 0
+
+
 def _dispatch_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from router.dispatch import load_model_routing, load_registry
     from router.dispatch._evaluate import load_golden
@@ -385,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "needs the [server] extra")
     _add_serve_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("alerts", help="print the Prometheus alert rules for `router serve`'s /metrics "
+                                      "(router alerts > rules.yml; see docs/operations.md)")
+    p.set_defaults(func=cmd_alerts)
 
     def dispatch_args(p: argparse.ArgumentParser) -> None:
         from router.dispatch._config import SHIPPED

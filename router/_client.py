@@ -14,6 +14,10 @@ are translated too, so no httpx exception escapes::
         decisions = await client.classify_many(["hi", "what's the weather in oslo"])
 
 A 503 (the service's max_in_flight refusal) is retried, waiting what its Retry-After asks for.
+
+``approve`` and ``reject`` send the approver key (``approver_key``, else the variable
+``approver_key_env``, ``ROUTER_APPROVER_KEY`` by default) when there is one: a service started with
+``--approver-key-env`` refuses the service key there (403). Without one they send the service key.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from router.providers import parse_retry_after
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
+    "DEFAULT_APPROVER_KEY_ENV",
     "DEFAULT_BASE_URL",
     "AsyncRouterClient",
     "DispatchReply",
@@ -67,6 +72,7 @@ log = logging.getLogger("router._client")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # `router serve`'s default host and port
 # The server has no default variable (`router serve --api-key-env VAR`); the client needs one to look in.
 DEFAULT_API_KEY_ENV = "ROUTER_API_KEY"
+DEFAULT_APPROVER_KEY_ENV = "ROUTER_APPROVER_KEY"  # likewise for `router serve --approver-key-env VAR`
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_RETRY_WAIT_S = 10.0
@@ -78,6 +84,7 @@ _INPUT_STATUSES = frozenset({400, 413, 422})
 _AUTH_STATUSES = frozenset({401, 403})
 # Routes whose error bodies name a dispatcher error class (a 403 there is the allowlist, not the key).
 _DISPATCH_PATHS = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")
+_APPROVAL_PATHS = "/v1/approvals/"
 _BACKOFF_S = 0.1  # first wait of the exponential backoff when a 503 gives no Retry-After
 
 
@@ -94,22 +101,20 @@ class _ClientBase:
     """Options, argument checks, request bodies, response parsing and the retry policy: no I/O."""
 
     def __init__(self, base_url: str, *, api_key: str | None, api_key_env: str | None, timeout: float,
-                 retries: int, max_retry_wait: float) -> None:
+                 retries: int, max_retry_wait: float, approver_key: str | None = None,
+                 approver_key_env: str | None = DEFAULT_APPROVER_KEY_ENV) -> None:
         self.base_url = _check_base_url(base_url)
         self.timeout = _check_seconds("timeout", timeout, positive=True)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
         self.retries = retries
         self.max_retry_wait = _check_seconds("max_retry_wait", max_retry_wait, positive=False)
-        if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env.strip()):
-            raise ConfigError(f"api_key_env must be a non-empty environment variable name or None, got {api_key_env!r}")
-        if api_key is not None and (not isinstance(api_key, str) or not api_key or api_key != api_key.strip()):
-            # The value itself is never shown: it is a secret.
-            raise ConfigError("api_key must be a non-empty string without surrounding whitespace (value not shown)")
         self.api_key_env = api_key_env
-        # An empty variable counts as unset, as for the server (which refuses to start with one).
-        key = api_key if api_key is not None else secret(api_key_env)
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = _auth_headers("api_key", api_key, api_key_env)
+        self.approver_key_env = approver_key_env
+        approver = _auth_headers("approver_key", approver_key, approver_key_env)
+        # Approvals: the approver key when there is one, else the service key (a self-approving service).
+        self._approver_headers = approver or self._headers
         self._backoff = wait_random_exponential(multiplier=_BACKOFF_S, max=max(self.max_retry_wait, _BACKOFF_S))
         self._closed = False
 
@@ -172,7 +177,10 @@ class _ClientBase:
             cls = ServiceInputError
         elif status in _AUTH_STATUSES:
             cls = ServiceAuthError
-            if status == 401 and not self._headers:
+            if path.startswith(_APPROVAL_PATHS) and self._approver_headers is self._headers:
+                where = f" or set ${self.approver_key_env}" if self.approver_key_env else ""
+                message += f" (this client has no approver key: pass approver_key={where})"
+            elif status == 401 and not self._headers:
                 where = f" or set ${self.api_key_env}" if self.api_key_env else ""
                 message += f" (this client sent no API key: pass api_key={where})"
         elif status == 504:
@@ -273,15 +281,17 @@ class RouterClient(_ClientBase):
     Retry-After (exponential backoff without one); a Retry-After over ``max_retry_wait`` seconds
     is raised at once. ``http_client`` (used as given, URLs and auth added per request, never
     closed here) or ``transport`` (for a client built here) are for advanced use: proxies, TLS,
-    tests. ``close()`` it, or use it as a context manager.
+    tests. ``approver_key`` (else read from ``approver_key_env``) is what ``approve`` and ``reject``
+    send instead of the service key. ``close()`` it, or use it as a context manager.
     """
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, *, api_key: str | None = None,
                  api_key_env: str | None = DEFAULT_API_KEY_ENV, timeout: float = DEFAULT_TIMEOUT_S,
                  retries: int = DEFAULT_RETRIES, max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT_S,
-                 http_client: httpx.Client | None = None, transport: httpx.BaseTransport | None = None) -> None:
+                 http_client: httpx.Client | None = None, transport: httpx.BaseTransport | None = None,
+                 approver_key: str | None = None, approver_key_env: str | None = DEFAULT_APPROVER_KEY_ENV) -> None:
         super().__init__(base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, retries=retries,
-                         max_retry_wait=max_retry_wait)
+                         max_retry_wait=max_retry_wait, approver_key=approver_key, approver_key_env=approver_key_env)
         self._owns_http = _owns(http_client, transport, httpx.Client)
         self._http = http_client if http_client is not None else httpx.Client(transport=transport, timeout=timeout)
 
@@ -306,12 +316,12 @@ class RouterClient(_ClientBase):
     def approve(self, approval_id: str) -> DispatchReply:
         """``POST /v1/approvals/{id}/approve``: run the skill a dispatch left ``pending_approval`` (once)."""
         path = self._id_path("/v1/approvals/{}/approve", "approval_id", approval_id)
-        return self._dispatch_reply("POST", path, self._send("POST", path, None))
+        return self._dispatch_reply("POST", path, self._send("POST", path, None, self._approver_headers))
 
     def reject(self, approval_id: str) -> dict[str, Any]:
         """``POST /v1/approvals/{id}/reject``: drop a pending action; ``{"status": "rejected", ...}``."""
         path = self._id_path("/v1/approvals/{}/reject", "approval_id", approval_id)
-        return self._json("POST", path, self._send("POST", path, None))
+        return self._json("POST", path, self._send("POST", path, None, self._approver_headers))
 
     def session(self, session_id: str) -> dict[str, Any]:
         """``GET /v1/sessions/{id}``: the session's tokens, cost, calls, steps and budget left."""
@@ -345,19 +355,21 @@ class RouterClient(_ClientBase):
         self.close()
 
     # -- HTTP --------------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    def _send(self, method: str, path: str, body: dict[str, Any] | None,
+              headers: dict[str, str] | None = None) -> httpx.Response:
         response: httpx.Response | None = None
         for attempt in Retrying(**self._policy()):
             with attempt:
-                response = self._once(method, path, body)
+                response = self._once(method, path, body, headers)
         assert response is not None  # reraise=True: the loop either set it or raised
         return response
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    def _once(self, method: str, path: str, body: dict[str, Any] | None,
+              headers: dict[str, str] | None = None) -> httpx.Response:
         self._check_open(self._http.is_closed)
         try:
-            response = self._http.request(method, self.base_url + path, json=body, headers=self._headers,
-                                          timeout=self.timeout)
+            response = self._http.request(method, self.base_url + path, json=body,
+                                          headers=self._headers if headers is None else headers, timeout=self.timeout)
         except httpx.HTTPError as exc:
             raise self._transport_error(method, path, exc) from exc
         return self._check(method, path, response)
@@ -374,9 +386,10 @@ class AsyncRouterClient(_ClientBase):
                  api_key_env: str | None = DEFAULT_API_KEY_ENV, timeout: float = DEFAULT_TIMEOUT_S,
                  retries: int = DEFAULT_RETRIES, max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT_S,
                  http_client: httpx.AsyncClient | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, approver_key: str | None = None,
+                 approver_key_env: str | None = DEFAULT_APPROVER_KEY_ENV) -> None:
         super().__init__(base_url, api_key=api_key, api_key_env=api_key_env, timeout=timeout, retries=retries,
-                         max_retry_wait=max_retry_wait)
+                         max_retry_wait=max_retry_wait, approver_key=approver_key, approver_key_env=approver_key_env)
         self._owns_http = _owns(http_client, transport, httpx.AsyncClient)
         self._http = (http_client if http_client is not None
                       else httpx.AsyncClient(transport=transport, timeout=timeout))
@@ -402,12 +415,12 @@ class AsyncRouterClient(_ClientBase):
     async def approve(self, approval_id: str) -> DispatchReply:
         """``POST /v1/approvals/{id}/approve``: run the skill a dispatch left ``pending_approval`` (once)."""
         path = self._id_path("/v1/approvals/{}/approve", "approval_id", approval_id)
-        return self._dispatch_reply("POST", path, await self._send("POST", path, None))
+        return self._dispatch_reply("POST", path, await self._send("POST", path, None, self._approver_headers))
 
     async def reject(self, approval_id: str) -> dict[str, Any]:
         """``POST /v1/approvals/{id}/reject``: drop a pending action; ``{"status": "rejected", ...}``."""
         path = self._id_path("/v1/approvals/{}/reject", "approval_id", approval_id)
-        return self._json("POST", path, await self._send("POST", path, None))
+        return self._json("POST", path, await self._send("POST", path, None, self._approver_headers))
 
     async def session(self, session_id: str) -> dict[str, Any]:
         """``GET /v1/sessions/{id}``: the session's tokens, cost, calls, steps and budget left."""
@@ -442,18 +455,21 @@ class AsyncRouterClient(_ClientBase):
         await self.aclose()
 
     # -- HTTP --------------------------------------------------------------------------------------
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None,
+                    headers: dict[str, str] | None = None) -> httpx.Response:
         response: httpx.Response | None = None
         async for attempt in AsyncRetrying(**self._policy()):
             with attempt:
-                response = await self._once(method, path, body)
+                response = await self._once(method, path, body, headers)
         assert response is not None  # reraise=True: the loop either set it or raised
         return response
 
-    async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    async def _once(self, method: str, path: str, body: dict[str, Any] | None,
+                    headers: dict[str, str] | None = None) -> httpx.Response:
         self._check_open(self._http.is_closed)
         try:
-            response = await self._http.request(method, self.base_url + path, json=body, headers=self._headers,
+            response = await self._http.request(method, self.base_url + path, json=body,
+                                                headers=self._headers if headers is None else headers,
                                                 timeout=self.timeout)
         except httpx.HTTPError as exc:
             raise self._transport_error(method, path, exc) from exc
@@ -461,6 +477,18 @@ class AsyncRouterClient(_ClientBase):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _auth_headers(name: str, key: str | None, env: str | None) -> dict[str, str]:
+    """The Authorization header of ``key``, else of the variable ``env`` (an empty one counts as unset, as
+    for the server, which refuses to start with one); {} with neither."""
+    if env is not None and (not isinstance(env, str) or not env.strip()):
+        raise ConfigError(f"{name}_env must be a non-empty environment variable name or None, got {env!r}")
+    if key is not None and (not isinstance(key, str) or not key or key != key.strip()):
+        # The value itself is never shown: it is a secret.
+        raise ConfigError(f"{name} must be a non-empty string without surrounding whitespace (value not shown)")
+    value = key if key is not None else secret(env)
+    return {"Authorization": f"Bearer {value}"} if value else {}
+
+
 def _owns(http_client: object, transport: object, kind: type) -> bool:
     """Checks the constructor's http_client/transport pair; True when the client builds (and closes) its own."""
     if http_client is not None and transport is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from router import _telemetry
 from router._artifact import IndexArtifact, IndexManifest, check_fresh, load_artifact, open_index
 from router._config import EncoderConfig, LimitsConfig, RouterConfig, load_config
 from router._decision import Decision
@@ -28,7 +29,7 @@ from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder
 from router.errors import ConfigError, IndexLoadError, InputError
 from router.llm._config import LLMConfig
 from router.llm._gate import gate_status
-from router.tiers import ALL_KINDS, COMPUTE, LOCAL, TierContext, TierKind, build_chain
+from router.tiers import ALL_KINDS, COMPUTE, LOCAL, Query, TierContext, TierKind, build_chain
 from router.tiers._chain import ComputeRunner, on_a_thread
 from router.train import check_tuned
 
@@ -235,30 +236,43 @@ class Router(Lifecycle):
     def classify(self, text: str, *, tiers: Tiers = "all") -> Decision:
         """One text's Decision; ``tiers="local"``: tiers 0-1 only."""
         kinds = _kinds(tiers)
-        queries = self.chain.start([check_text(text, self.limits.max_text_chars)])
-        self.chain.run(queries, kinds, self._bridge)
-        return self.chain.finish(queries)[0]
+        return self._decide(self.chain.start([check_text(text, self.limits.max_text_chars)]), kinds)[0]
 
     def classify_many(self, texts: Sequence[str], *, tiers: Tiers = "all") -> list[Decision]:
         """One Decision per text, in order; ``tiers="local"``: tiers 0-1 only."""
         kinds = _kinds(tiers)
-        queries = self.chain.start(check_batch(texts, self.limits.max_batch, self.limits.max_text_chars))
-        self.chain.run(queries, kinds, self._bridge)
-        return self.chain.finish(queries)
+        return self._decide(self.chain.start(check_batch(texts, self.limits.max_batch, self.limits.max_text_chars)),
+                            kinds)
 
     async def aclassify(self, text: str, *, tiers: Tiers = "all") -> Decision:
         """``classify`` on the caller's loop: inline tiers on it, compute tiers through ``compute``."""
         kinds = _kinds(tiers)
-        queries = self.chain.start([check_text(text, self.limits.max_text_chars)])
-        await self.chain.arun(queries, kinds, self.compute)
-        return self.chain.finish(queries)[0]
+        return (await self._adecide(self.chain.start([check_text(text, self.limits.max_text_chars)]), kinds))[0]
 
     async def aclassify_many(self, texts: Sequence[str], *, tiers: Tiers = "all") -> list[Decision]:
         """``classify_many`` on the caller's loop; a whole batch's inline tiers can take ms: off the loop."""
         kinds = _kinds(tiers)
         queries = self.chain.start(check_batch(texts, self.limits.max_batch, self.limits.max_text_chars))
-        await self.chain.arun(queries, kinds, self.compute, inline_off_loop=True)
-        return self.chain.finish(queries)
+        return await self._adecide(queries, kinds, inline_off_loop=True)
+
+    # Telemetry off (``router._telemetry``): one test, then the chain as ever. On: a ``router.classify``
+    # span around the chain, one child span per tier that runs.
+    def _decide(self, queries: list[Query], kinds: tuple[TierKind, ...]) -> list[Decision]:
+        if _telemetry.tracer is None:
+            self.chain.run(queries, kinds, self._bridge)
+            return self.chain.finish(queries)
+        with _telemetry.classify_span(self.artifact.manifest, queries) as span:
+            self.chain.run(queries, kinds, self._bridge, traced=True)
+            return _telemetry.decided(span, self.chain.finish(queries))
+
+    async def _adecide(self, queries: list[Query], kinds: tuple[TierKind, ...],
+                       inline_off_loop: bool = False) -> list[Decision]:
+        if _telemetry.tracer is None:
+            await self.chain.arun(queries, kinds, self.compute, inline_off_loop)
+            return self.chain.finish(queries)
+        with _telemetry.classify_span(self.artifact.manifest, queries) as span:
+            await self.chain.arun(queries, kinds, self.compute, inline_off_loop, traced=True)
+            return _telemetry.decided(span, self.chain.finish(queries))
 
 
 def _run_to_end(coro: Any) -> None:

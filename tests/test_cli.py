@@ -130,7 +130,7 @@ def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_i
     from router._config import EncoderConfig
     from router._router import built_config
     from router.service._config import ServeConfig
-    from router.service._server import _serving_encoder
+    from router.service._service import serving_encoder
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -139,7 +139,7 @@ def test_help_defaults_match_the_code(capsys: pytest.CaptureFixture[str], mini_i
         assert f"default {ServeConfig.model_fields[field].default}" in text
     assert "ONNX Runtime threads (default: one per core, at most 4)" in text
     # what serve does without --encoder-threads
-    served = _serving_encoder(ServeConfig(index=str(mini_index)), built_config(mini_index).encoder)
+    served = serving_encoder(ServeConfig(index=str(mini_index)), built_config(mini_index).encoder)
     assert served is not None and served.threads == min(os.cpu_count() or 1, 4)
     with pytest.raises(SystemExit):
         main(["build", "--help"])

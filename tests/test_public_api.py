@@ -19,13 +19,14 @@ ROUTER_ALL = [
     "AsyncRouterClient", "BuildReport", "Builder", "CalibrationConfig", "Candidate", "Decision",
     "Dispatcher", "EncoderConfig", "FinetuneConfig", "Intent", "IntentSet", "LLMBackendConfig", "LLMConfig",
     "LimitsConfig", "ModelRoutingConfig", "Router", "RouterClient", "RouterConfig", "RulesConfig", "ServeConfig",
-    "Skill", "SkillContext", "SkillRegistry", "StaticConfig", "VectorIndexConfig", "__version__",
-    "intent_set_from_yaml", "load_config", "load_intent_source", "load_model_routing",
+    "Skill", "SkillContext", "SkillRegistry", "StateConfig", "StaticConfig", "VectorIndexConfig", "__version__",
+    "instrument", "intent_set_from_yaml", "load_config", "load_intent_source", "load_model_routing", "uninstrument",
 ]
 
 DISPATCH_ALL = [
     "BudgetConfig", "CallSummary", "DispatchResult", "Dispatcher", "ModelRoutingConfig", "PendingAction", "Price",
-    "ProviderConfig", "RetryConfig", "SessionTotals", "Skill", "SkillContext", "SkillRegistry", "TraceConfig",
+    "ProviderConfig", "RetryConfig", "SessionTotals", "Skill", "SkillContext", "SkillRegistry", "StateConfig",
+    "TraceConfig",
     "load_model_routing", "load_registry", "model_routing_from_dict", "read_jsonl", "session_totals",
 ]
 

@@ -1,15 +1,13 @@
 """The skill dispatcher: per-skill, per-stage model choice (the model-routing file) for premium
 providers, made safe: budgets, approvals, retries, fallbacks, breakers, a trace.
 
-What a user writes or reads is exported here; the rest (the ledger, the caller, the approval store)
-sits in private modules. Model calls go through ``router.providers``. Imports stay light (httpx,
-pydantic, tenacity); nothing connects until the first call.
+What a user writes or reads is exported here; the rest (the caller, the steps, the trace sinks)
+sits in private modules. Model calls go through ``router.providers``; budgets, approvals and
+breakers live in a ``router.state`` backend (memory by default, or Redis). Imports stay light
+(httpx, pydantic, tenacity); nothing connects until the first call.
 """
 
-from router.dispatch._approvals import PendingAction
-from router.dispatch._budget import SessionTotals
 from router.dispatch._config import (
-    BudgetConfig,
     ModelRoutingConfig,
     Price,
     TraceConfig,
@@ -21,6 +19,7 @@ from router.dispatch._result import CallSummary, DispatchResult
 from router.dispatch._skills import Skill, SkillContext, SkillRegistry, load_registry
 from router.dispatch._trace import read_jsonl, session_totals
 from router.providers import ProviderConfig, RetryConfig
+from router.state import BudgetConfig, PendingAction, SessionTotals, StateConfig
 
 __all__ = [
     "BudgetConfig",
@@ -36,6 +35,7 @@ __all__ = [
     "Skill",
     "SkillContext",
     "SkillRegistry",
+    "StateConfig",
     "TraceConfig",
     "load_model_routing",
     "load_registry",

@@ -5,25 +5,27 @@ this module adds what only the dispatcher has: every attempt reserves budget fir
 stops the whole call, nothing is sent), is priced, and leaves one trace record. An attempt that
 timed out, or was cancelled from outside, once its request may have gone out is metered at its
 reservation (the provider may bill it); one refused or failed before any work (4xx, 429, 5xx, no
-connection) releases it.
+connection) releases it. Budgets and breakers are the dispatcher's state's (``router.state``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from router.dispatch._budget import Ledger, Reservation
 from router.dispatch._config import ModelRef, ModelRoutingConfig, Stage
 from router.dispatch._pricing import call_cost, max_call_cost
 from router.dispatch._trace import TraceSink
+from router.errors import StateUnavailable
 from router.providers import (
     Attempt,
     AttemptInfo,
+    Breakers,
     Chain,
     ChatRequest,
     CircuitBreaker,
@@ -33,6 +35,9 @@ from router.providers import (
     Target,
     Usage,
 )
+from router.state import Reservation, State
+
+log = logging.getLogger("router.dispatch")
 
 
 @dataclass(frozen=True)
@@ -64,29 +69,38 @@ class _StageMeter:
     def __init__(self, caller: ModelCaller, stage: Stage, skill: str, session: str) -> None:
         self.caller, self.stage, self.skill, self.session = caller, stage, skill, session
 
-    def reserve(self, target: Target, request: ChatRequest) -> Reservation:
+    async def reserve(self, target: Target, request: ChatRequest) -> Reservation:
         price = self.caller.config.prices[target.model]
         # The worst case, not an estimate: settled with the provider's usage, so no cap is overshot.
         bound = request.max_input_tokens()
-        return self.caller.ledger.reserve(self.session, bound + target.max_tokens,
-                                          max_call_cost(price, bound, target.max_tokens))
+        return await self.caller.state.budgets.reserve(self.session, bound + target.max_tokens,
+                                                       max_call_cost(price, bound, target.max_tokens))
 
-    def settled(self, handle: Reservation, target: Target, completion: Completion) -> Decimal:
+    async def settled(self, handle: Reservation, target: Target, completion: Completion) -> Decimal:
         cost = call_cost(self.caller.config.prices[target.model], completion.usage)
-        self.caller.ledger.settle(handle, completion.usage.total, cost)
+        if completion.usage.total > handle.tokens or cost > handle.cost:
+            # The reservation is meant to be an upper bound; a provider billing more means the bound is wrong.
+            log.warning("session %r: the provider billed %d tokens / $%s, over the reserved bound of %d / $%s",
+                        self.session, completion.usage.total, cost, handle.tokens, handle.cost)
+        await self.caller.state.budgets.settle(handle, completion.usage.total, cost)
         return cost
 
-    def spent(self, handle: Reservation, target: Target) -> tuple[Usage, Decimal]:
-        self.caller.ledger.settle(handle, handle.tokens, handle.cost)
+    async def spent(self, handle: Reservation, target: Target) -> tuple[Usage, Decimal]:
+        await self.caller.state.budgets.settle(handle, handle.tokens, handle.cost)
         return Usage(input_tokens=handle.tokens - target.max_tokens, output_tokens=target.max_tokens,
                      estimated=True), handle.cost
 
-    def released(self, handle: Reservation) -> None:
-        self.caller.ledger.release(handle)
+    async def released(self, handle: Reservation) -> None:
+        await self.caller.state.budgets.release(handle)
 
-    def record(self, attempt: Attempt, info: AttemptInfo) -> None:
+    async def record(self, attempt: Attempt, info: AttemptInfo) -> None:
         """One attempt as a trace record. ``timeout_s`` is the attempt's own bound: its model's
-        ``timeout_s``, or less when the dispatch's deadline cut it."""
+        ``timeout_s``, or less when the dispatch's deadline cut it. ``budget_left`` is null when the
+        state cannot be read: the record is written all the same."""
+        try:
+            left: dict[str, Any] | None = await self.caller.state.budgets.left(self.session)
+        except StateUnavailable:
+            left = None
         usage = info.usage
         record: dict[str, Any] = {
             "ts": time.time(), "kind": "call", "session": self.session, "skill": self.skill, "stage": self.stage,
@@ -101,7 +115,7 @@ class _StageMeter:
             "cost_usd": float(attempt.cost),
             "fallback_from": info.fallback_from,
             "breaker": info.breaker,
-            "budget_left": self.caller.ledger.left(self.session),
+            "budget_left": left,
         }
         if info.timeout_s is not None:
             record["timeout_s"] = round(info.timeout_s, 3)
@@ -111,32 +125,33 @@ class _StageMeter:
 
 
 class ModelCaller:
-    """The dispatcher's model calls: the model-routing file's chains over one ``Chain``, metered."""
+    """The dispatcher's model calls: the model-routing file's chains over one ``Chain``, metered; the
+    budgets and the breakers are ``state``'s."""
 
     def __init__(
         self,
         config: ModelRoutingConfig,
         providers: Mapping[str, Provider],
-        ledger: Ledger,
+        state: State,
         sink: TraceSink,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        breaker_clock: Callable[[], float] = time.monotonic,
         drill_stages: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
-        self.ledger = ledger
+        self.state = state
         self.sink = sink
         self.drill_stages = drill_stages
         self.models = Chain(providers, breaker=config.breaker, retry=config.retry, sleep=sleep,
-                            breaker_clock=breaker_clock)
+                            breakers=state.breakers)
 
     @property
-    def breakers(self) -> dict[str, CircuitBreaker]:
-        """Per ``provider/model`` key."""
+    def breakers(self) -> Breakers:
+        """Per ``provider/model`` key (``breakers[key].state`` for the memory state's ``LocalBreakers``)."""
         return self.models.breakers
 
     def breaker(self, ref: ModelRef) -> CircuitBreaker:
+        """The in-process breaker of ``ref`` (the memory state only)."""
         return self.models.breaker(ref.target)
 
     def chain(self, skill: str, stage: Stage) -> list[ModelRef]:

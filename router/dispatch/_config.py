@@ -13,12 +13,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from router._strict import Strict, format_validation_error
 from router._yaml_file import read_mapping
 from router.errors import ConfigError
 from router.providers import BreakerConfig, ProviderConfig, RetryConfig, Target
+from router.state import BudgetConfig, StateConfig, StateLimits
 
 Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
 STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic")
@@ -65,47 +66,6 @@ class DispatchBreakerConfig(BreakerConfig):
     reset_on_success: bool = False
 
 
-Limit = int | None
-CostLimit = Decimal | None
-
-
-BUDGETS = ("session_tokens", "session_cost_usd", "hourly_cost_usd", "session_steps")
-
-
-class BudgetConfig(Strict):
-    """On by default. ``off`` (YAML off/false or the string "off") switches one off; null is refused.
-
-    A session's spend is kept while the session lives: until it has been idle ``session_ttl_s``.
-    The ledger never forgets a live session to make room; past ``max_sessions`` live sessions a
-    new one is refused (HTTP 503 with Retry-After), so churn cannot reset anyone's usage.
-    """
-
-    session_tokens: Limit = Field(50_000, ge=1)
-    session_cost_usd: CostLimit = Field(Decimal("1.00"), gt=0)
-    hourly_cost_usd: CostLimit = Field(Decimal("25.00"), gt=0, description="all sessions, rolling hour")
-    session_steps: Limit = Field(25, ge=1, description="dispatches per session: stops runaway agent loops")
-    max_sessions: int = Field(100_000, ge=1, le=10_000_000, strict=True,
-                              description="live sessions the ledger holds (about 0.3 KB each); past it a new "
-                                          "session gets 503")
-    session_ttl_s: float = Field(86_400.0, gt=0, le=30 * 86_400, strict=True,
-                                 description="a session idle this long has ended: its usage is forgotten")
-
-    @field_validator(*BUDGETS, mode="before")
-    @classmethod
-    def _explicit_off(cls, value: Any, info: Any) -> Any:
-        if value is None:
-            raise ValueError(f"{info.field_name}: an empty value is not a limit; write a number, or `off` "
-                             "to switch this budget off on purpose")
-        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-            return None
-        if value is True:
-            raise ValueError(f"{info.field_name}: true is not a limit; write a number or `off`")
-        return value
-
-    def switched_off(self) -> list[str]:
-        return [name for name in BUDGETS if getattr(self, name) is None]
-
-
 class TraceConfig(Strict):
     sink: str = Field("jsonl", description="a key of router.dispatch.TRACE_SINKS: jsonl, memory")
     path: str = Field("traces/dispatch.jsonl", description="jsonl sink: file appended to")
@@ -121,6 +81,9 @@ class ModelRoutingConfig(Strict):
     breaker: DispatchBreakerConfig = Field(default_factory=DispatchBreakerConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
+    # Where budgets, approvals and breakers live: memory (this process) or a Redis shared by every
+    # worker and replica (router/state/, docs/state.md). `router serve --state URL` overrides the url.
+    state: StateConfig = Field(default_factory=StateConfig)
     # Pending approvals of `writes` skills: each expires approval_ttl_s after it was made (15 min).
     # A session past its cap is refused (HTTP 429) until one of its own is approved, rejected or
     # expires; the global cap is the last line against many sessions.
@@ -151,6 +114,18 @@ class ModelRoutingConfig(Strict):
                 raise ValueError(f"{where}.model: {ref.model!r} has no price in `prices`; add its "
                                  "input/output price per million tokens (0 for a self-hosted model)")
         return self
+
+    def state_limits(self) -> StateLimits:
+        """What the state enforces. A reservation, a running approval or a breaker probe is presumed
+        dead after ``hold_s``: longer than any one step (``dispatch_timeout_s``) or call (a model's
+        ``timeout_s``) can take, plus a minute."""
+        refs = [*self.defaults.values(), *(r for c in self.fallbacks.values() for r in c),
+                *(r for stages in self.overrides.values() for r in stages.values())]
+        hold_s = max([self.dispatch_timeout_s, *(r.timeout_s for r in refs)]) + 60.0
+        return StateLimits(budgets=self.budgets, approval_ttl_s=self.approval_ttl_s,
+                           max_pending_approvals=self.max_pending_approvals,
+                           max_pending_approvals_per_session=self.max_pending_approvals_per_session,
+                           hold_s=hold_s, breaker=self.breaker)
 
     def chain(self, skill: str, stage: Stage) -> list[ModelRef]:
         """The primary model for this skill and stage, then the stage's fallbacks, without repeats."""

@@ -3,7 +3,8 @@
 Async first: the ``a``-prefixed methods run on the caller's event loop (the HTTP service's), over
 one shared ``httpx`` client per loop (``router.providers.HttpClients``). Each synchronous method is
 the same coroutine run through one ``router._sync.SyncBridge`` (a loop on one thread, started on
-first use); both share one budget ledger, one set of breakers and one trace sink.
+first use); both share one state (budgets, approvals, breakers: ``router.state``, in this process
+or in Redis) and one trace sink.
 
 Time: each dispatch and each approval runs within ``dispatch_timeout_s``, its model calls cut to
 fit around the handler's ``handler_timeout_s`` (``deadline.py``); a model-routing file where they cannot
@@ -12,7 +13,10 @@ short) does not cancel the step: each step is a task the dispatcher keeps, which
 and leaves its records. ``aclose`` (``close``) lets steps in flight finish, then cuts what is
 left; a cut step still meters its
 provider calls and writes its trace record (``status: "timeout"``). An approval is consumed when
-its handler has finished, whatever the outcome, which the skill record's ``handler`` field gives.
+its handler has finished, whatever the outcome, which the skill record's ``handler`` field gives;
+the skill record of an approval or a rejection names who decided (``approved_by``) and when
+(``approved_at``, ISO 8601 UTC). A state that cannot be reached (``StateUnavailable``) refuses the
+step before anything is sent.
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,32 +35,20 @@ from pydantic import BaseModel, ValidationError
 
 from router._sync import Lifecycle, SyncBridge
 from router.dispatch import _extraction as extraction
-from router.dispatch._approvals import ApprovalStore, PendingAction
-from router.dispatch._budget import Ledger, SessionTotals
 from router.dispatch._caller import CallResult, ModelCaller
 from router.dispatch._config import ModelRef, ModelRoutingConfig, Stage, load_model_routing
 from router.dispatch._deadline import check as check_deadline
+from router.dispatch._records import Run, SkillRecords, decided
 from router.dispatch._result import CallSummary, DispatchResult
 from router.dispatch._skills import Skill, SkillContext, SkillRegistry
 from router.dispatch._steps import Steps
 from router.dispatch._trace import TraceSink, build_sink
-from router.errors import ConfigError, InputError, InvalidParameters, RouterError, SkillFailed
+from router.errors import ConfigError, InputError, InvalidParameters, RouterError, SkillFailed, StateUnavailable
 from router.providers import ChatRequest, Deadline, HttpClients, Message, Provider, build_provider
+from router.state import PendingAction, SessionTotals, State, build_state
 
 log = logging.getLogger("router.dispatch")
 T = TypeVar("T")
-
-
-@dataclass
-class _Run:
-    """One dispatch or approval in flight: what its skill trace record needs, however it ends."""
-
-    session_id: str
-    skill: str
-    deadline: Deadline | None = None
-    approval_id: str | None = None
-    calls: list[CallSummary] = field(default_factory=list)
-    handler: str | None = None  # once entered: ok, error, timeout, or cancelled
 
 
 class Dispatcher(Lifecycle):
@@ -74,17 +64,23 @@ class Dispatcher(Lifecycle):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         drill_stages: frozenset[str] = frozenset(),
         handler_timeout_s: float | None = None,
+        state: State | None = None,
     ) -> None:
         """``handler_timeout_s``: None takes the model-routing file's. ``providers`` replaces the ones the
-        model-routing file would build (tests, custom adapters)."""
+        model-routing file would build (tests, custom adapters). ``state``: where budgets, approvals and
+        breakers live; by default built from the model-routing file's ``state:`` (memory unless it names
+        a Redis URL), its limits the file's (``config.state_limits()``), on the ``monotonic`` clock in
+        memory. A given state must enforce the same limits. ``aclose`` closes it."""
         self.config = config
         self.skills = skills
         self.handler_timeout_s = config.handler_timeout_s if handler_timeout_s is None else handler_timeout_s
+        limits = config.state_limits()
+        if state is not None and state.limits != limits:
+            raise ConfigError("the state given to the Dispatcher enforces other limits than its model-routing "
+                              "file: build it with build_state(config.state, config.state_limits())")
+        self.state = state if state is not None else build_state(config.state, limits, clock=monotonic)
         self.sink = sink if sink is not None else build_sink(config.trace)
-        self.ledger = Ledger(config.budgets, clock=monotonic)
-        self.approvals = ApprovalStore(config.approval_ttl_s, clock=monotonic,
-                                       max_pending=config.max_pending_approvals,
-                                       max_per_session=config.max_pending_approvals_per_session)
+        self._records = SkillRecords(self.sink, self.state)
         self._steps = Steps()  # every step running, on whichever loop, for aclose()
         self._clock = clock
         self._closed = False
@@ -93,8 +89,8 @@ class Dispatcher(Lifecycle):
         if providers is None:
             providers = {name: build_provider(name, pc, self.http) for name, pc in config.providers.items()}
         self.providers = dict(providers)
-        self.caller = ModelCaller(config, self.providers, self.ledger, self.sink, sleep=sleep,
-                                  breaker_clock=monotonic, drill_stages=drill_stages)
+        self.caller = ModelCaller(config, self.providers, self.state, self.sink, sleep=sleep,
+                                  drill_stages=drill_stages)
         try:
             self.check_deadlines()
         except ConfigError:
@@ -111,8 +107,9 @@ class Dispatcher(Lifecycle):
     async def aclose(self, wait_s: float | None = None) -> None:
         """Let the steps in flight finish (at most ``wait_s``; by default ``dispatch_timeout_s``, which
         bounds each of them), then cut what is left, on whichever loop it runs: a cut step meters its
-        provider calls and writes its trace record. Then this loop's connections, the providers and the
-        trace sink are closed. Call it on the loop that made the calls (the service's lifespan)."""
+        provider calls and writes its trace record. Then this loop's connections, the providers, the
+        state (a Redis state flushes what it owes first) and the trace sink are closed. Call it on the
+        loop that made the calls (the service's lifespan)."""
         if self._closed:
             return
         self._closed = True
@@ -121,6 +118,7 @@ class Dispatcher(Lifecycle):
             for provider in self.providers.values():
                 await provider.aclose()
             await self.http.aclose()
+            await self.state.aclose()
         finally:
             self.sink.close()
 
@@ -156,20 +154,23 @@ class Dispatcher(Lifecycle):
                  params: dict[str, Any] | None = None) -> DispatchResult:
         return self._bridge.call(self.adispatch, session_id, skill, text, params)
 
-    async def aapprove(self, approval_id: str) -> DispatchResult:
-        return await self._steps.run(self._approve(approval_id))
+    async def aapprove(self, approval_id: str, approved_by: str = "library") -> DispatchResult:
+        """Run a pending action's handler, once; ``approved_by`` (who approved) goes to its trace record."""
+        return await self._steps.run(self._approve(approval_id, *decided(approved_by)))
 
-    def approve(self, approval_id: str) -> DispatchResult:
-        return self._bridge.call(self.aapprove, approval_id)
+    def approve(self, approval_id: str, approved_by: str = "library") -> DispatchResult:
+        return self._bridge.call(self.aapprove, approval_id, approved_by)
 
-    def reject(self, approval_id: str) -> PendingAction:
-        """Drop a pending approval; its handler never runs. No model is called, so no loop is needed."""
-        action = self.approvals.take(approval_id)
-        self._trace_skill(_Run(action.session_id, action.skill, approval_id=approval_id), "rejected")
+    async def areject(self, approval_id: str, approved_by: str = "library") -> PendingAction:
+        """Drop a pending action; its handler never runs. ``approved_by`` (who rejected) goes to the trace."""
+        by, at = decided(approved_by)
+        action = await self.state.approvals.take(approval_id)
+        await self._records.write(Run(action.session_id, action.skill, approval_id=approval_id, approved_by=by,
+                                     approved_at=at), "rejected")
         return action
 
-    async def areject(self, approval_id: str) -> PendingAction:
-        return self.reject(approval_id)
+    def reject(self, approval_id: str, approved_by: str = "library") -> PendingAction:
+        return self._bridge.call(self.areject, approval_id, approved_by)
 
     async def acomplete(self, stage: Stage, skill: str, session_id: str, request: ChatRequest) -> CallResult:
         """One model call for any stage (e.g. diagnostic), with the same chain, retries and budgets."""
@@ -192,10 +193,17 @@ class Dispatcher(Lifecycle):
         return self._bridge.call(self.aextract, session_id, skill, text, chain)
 
     async def asession_totals(self, session_id: str) -> SessionTotals:
-        return self.session_totals(session_id)
+        return await self.state.budgets.totals(session_id)
 
     def session_totals(self, session_id: str) -> SessionTotals:
-        return self.ledger.totals(session_id)
+        return self._bridge.call(self.asession_totals, session_id)
+
+    async def apending(self, session_id: str | None = None) -> list[PendingAction]:
+        """Pending approvals, oldest first: of one session, or of all."""
+        return await self.state.approvals.pending(session_id)
+
+    def pending(self, session_id: str | None = None) -> list[PendingAction]:
+        return self._bridge.call(self.apending, session_id)
 
     def check_deadlines(self) -> None:
         """Refuse (``ConfigError``) a model-routing file whose ``dispatch_timeout_s`` cannot hold what one dispatch or
@@ -225,11 +233,11 @@ class Dispatcher(Lifecycle):
         skill = self.skills.get(name)
         if text is not None and len(text) > self.config.max_text_chars:
             raise InputError(f"text: {len(text)} characters is over max_text_chars={self.config.max_text_chars}")
-        if skill.writes:
-            self.approvals.check(session_id)  # a session at its cap: refused before a step or a model is paid for
-        self.ledger.step(session_id)
-        run = _Run(session_id, skill.name, self._deadline(skill, handler=not skill.writes))
-        with self._failures_traced(run):
+        if skill.writes:  # a session at its cap: refused before a step or a model is paid for
+            await self.state.approvals.check(session_id)
+        await self.state.budgets.step(session_id)
+        run = Run(session_id, skill.name, self._deadline(skill, handler=not skill.writes))
+        async with self._records.traced(run):
             if params is not None:
                 model = extraction.validate_params(skill, params)
             elif text is not None and text.strip():
@@ -237,18 +245,21 @@ class Dispatcher(Lifecycle):
             else:
                 raise InvalidParameters(skill.name, "nothing to act on", ["give `text` or `params`"])
             if skill.writes:
-                action = self.approvals.create(session_id, skill.name, model.model_dump(mode="json"), text)
+                action = await self.state.approvals.create(session_id, skill.name, model.model_dump(mode="json"),
+                                                           text)
                 run.approval_id = action.approval_id
-                self._trace_skill(run, "pending_approval")
+                await self._records.write(run, "pending_approval")
                 return self._result("pending_approval", session_id, skill, model, run.calls,
                                     approval_id=action.approval_id)
             return await self._run_skill(skill, model, SkillContext(session_id, skill.name, text), run)
 
-    async def _approve(self, approval_id: str) -> DispatchResult:
-        action = self.approvals.claim(approval_id)  # running: a second approve is refused until it is finished
-        run = _Run(action.session_id, action.skill, approval_id=approval_id)
+    async def _approve(self, approval_id: str, approved_by: str, approved_at: str) -> DispatchResult:
+        # Running: a second approve, on any process sharing the state, is refused until it is finished.
+        action = await self.state.approvals.claim(approval_id)
+        run = Run(action.session_id, action.skill, approval_id=approval_id, approved_by=approved_by,
+                   approved_at=approved_at)
         try:
-            with self._failures_traced(run):
+            async with self._records.traced(run):
                 skill = self.skills.get(action.skill)
                 run.deadline = self._deadline(skill, handler=True)
                 model = extraction.validate_params(skill, action.params)
@@ -257,7 +268,11 @@ class Dispatcher(Lifecycle):
         finally:
             # Consumed once its handler was entered, whatever came of it (it may have acted); an
             # approval whose handler never started is pending again.
-            self.approvals.finish(approval_id, consumed=run.handler is not None)
+            try:
+                await self.state.approvals.finish(approval_id, consumed=run.handler is not None)
+            except StateUnavailable as exc:  # the step's own outcome stands; the state lets it go after hold_s
+                log.error("approval %s: its end (consumed=%s) could not be recorded: %s", approval_id,
+                          run.handler is not None, exc.detail)
 
     async def _extract(self, skill: Skill, session_id: str, text: str, calls: list[CallSummary],
                        chain: list[ModelRef] | None = None, deadline: Deadline | None = None) -> BaseModel:
@@ -277,7 +292,7 @@ class Dispatcher(Lifecycle):
             raise InvalidParameters(skill.name, "the extracted parameters fail the schema after one re-ask", errors)
         return model
 
-    async def _run_skill(self, skill: Skill, params: BaseModel, ctx: SkillContext, run: _Run) -> DispatchResult:
+    async def _run_skill(self, skill: Skill, params: BaseModel, ctx: SkillContext, run: Run) -> DispatchResult:
         run.handler = "cancelled"  # stays so if the step is cut inside the handler
         try:
             async with asyncio.timeout(self.handler_timeout_s):
@@ -297,7 +312,7 @@ class Dispatcher(Lifecycle):
             run.deadline.handler_done()
         result = self._check_result(skill, raw)
         reply = await self._format(skill, ctx, result, run) if skill.format_reply else None
-        self._trace_skill(run, "ok")
+        await self._records.write(run, "ok")
         return self._result("ok", ctx.session_id, skill, params, run.calls, result=result, reply=reply)
 
     def _check_result(self, skill: Skill, raw: Any) -> Any:
@@ -317,7 +332,7 @@ class Dispatcher(Lifecycle):
                                   f"{skill.max_age_s:g}", "stale")
         return checked.model_dump(mode="json")
 
-    async def _format(self, skill: Skill, ctx: SkillContext, result: Any, run: _Run) -> str:
+    async def _format(self, skill: Skill, ctx: SkillContext, result: Any, run: Run) -> str:
         request = ChatRequest(
             system="Write a short, plain reply to the user from the result of the skill that served them. "
                    "State only what the result says.",
@@ -336,28 +351,3 @@ class Dispatcher(Lifecycle):
             calls=calls, tokens=sum(c.tokens for c in calls),
             cost_usd=float(sum((Decimal(str(c.cost_usd)) for c in calls), Decimal(0))),
             fallback_taken=any(c.fallback_from for c in calls), **extra)
-
-    @contextmanager
-    def _failures_traced(self, run: _Run) -> Iterator[None]:
-        """A step that fails, or is cut by closing the dispatcher, still leaves its skill record."""
-        try:
-            yield
-        except RouterError as exc:
-            self._trace_skill(run, type(exc).__name__, error=str(exc))
-            raise
-        except asyncio.CancelledError:
-            self._trace_skill(run, "timeout", error="cut before it finished: the dispatcher was closed")
-            raise
-
-    def _trace_skill(self, run: _Run, status: str, error: str | None = None) -> None:
-        """The step's outcome; ``handler`` (once the handler was entered) says how the handler ended."""
-        record: dict[str, Any] = {"ts": time.time(), "kind": "skill", "session": run.session_id, "skill": run.skill,
-                                  "status": status, "calls": len(run.calls),
-                                  "budget_left": self.ledger.left(run.session_id)}
-        if run.approval_id:
-            record["approval_id"] = run.approval_id
-        if run.handler is not None:
-            record["handler"] = run.handler
-        if error:
-            record["error"] = error
-        self.sink.write(record)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from router._registry import Registry
 from router._settings import secret
 from router.providers._base import ChatRequest, Completion, Message, Provider, Usage
-from router.providers._breaker import BreakerConfig, CircuitBreaker
+from router.providers._breaker import BreakerConfig, Breakers, CircuitBreaker, LocalBreakers
 from router.providers._chain import Attempt, AttemptInfo, Chain, ChainResult, Meter, Target
 from router.providers._config import ProviderConfig, RetryConfig
 from router.providers._deadline import Deadline
@@ -109,6 +109,7 @@ __all__ = [
     "Attempt",
     "AttemptInfo",
     "BreakerConfig",
+    "Breakers",
     "ChatRequest",
     "Chain",
     "ChainResult",
@@ -116,6 +117,7 @@ __all__ = [
     "Completion",
     "Deadline",
     "HttpClients",
+    "LocalBreakers",
     "Message",
     "Meter",
     "Provider",

@@ -4,6 +4,11 @@ States: ``closed`` (calls go through; failures are counted in a sliding window),
 (calls are refused without being made, for ``cooldown_s``), ``half_open`` (one probe call
 goes through; its success closes the breaker, its failure opens it again).
 
+``Breakers`` is what a ``Chain`` asks, one breaker per ``provider/model`` key, async so that the
+state can live elsewhere: ``LocalBreakers`` keeps them in this process (tier 2, the dispatcher's
+``memory`` state); ``router.state``'s Redis backend shares them between processes with the same
+semantics.
+
 Written here rather than taken from a library because the ones on PyPI count consecutive
 failures (not failures within a window) or are tied to one concurrency model; this one is
 a few lines of state, safe from several threads, with an injectable clock for tests.
@@ -15,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import Field
 
@@ -98,3 +104,60 @@ class CircuitBreaker:
             if self._opened_at is None:
                 return 0.0
             return max(0.0, self.config.cooldown_s - (self._clock() - self._opened_at))
+
+
+class Breakers(Protocol):
+    """One breaker per key (``provider/model``). ``record_success``/``record_failure`` return the
+    breaker's state after the record (the attempt's trace record shows it)."""
+
+    async def allow(self, key: str) -> bool: ...
+
+    async def record_success(self, key: str) -> str: ...
+
+    async def record_failure(self, key: str) -> str: ...
+
+    async def state(self, key: str) -> str: ...
+
+    async def retry_after(self, key: str) -> float: ...
+
+
+class LocalBreakers:
+    """``Breakers`` in this process: a ``CircuitBreaker`` per key, made on first use.
+
+    ``breakers[key]`` is the key's ``CircuitBreaker`` (tests and tier 2 read its ``state``)."""
+
+    def __init__(self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config or BreakerConfig()
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def __getitem__(self, key: str) -> CircuitBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers.setdefault(key, CircuitBreaker(self.config, clock=self._clock))
+        return breaker
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._breakers
+
+    def keys(self) -> list[str]:
+        return list(self._breakers)
+
+    async def allow(self, key: str) -> bool:
+        return self[key].allow()
+
+    async def record_success(self, key: str) -> str:
+        breaker = self[key]
+        breaker.record_success()
+        return breaker.state
+
+    async def record_failure(self, key: str) -> str:
+        breaker = self[key]
+        breaker.record_failure()
+        return breaker.state
+
+    async def state(self, key: str) -> str:
+        return self[key].state
+
+    async def retry_after(self, key: str) -> float:
+        return self[key].retry_after()

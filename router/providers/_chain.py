@@ -11,9 +11,11 @@ timeout: waiting for a slot is not the backend's fault), then is bounded by the 
 counts as that target's failure (``ProviderUnavailable``, reason ``error:<Type>``, not retried):
 it never crashes the caller.
 
-Breakers are per (provider, model). A ``Meter`` (the dispatcher's budgets, cost and trace) is told
-about every attempt: ``reserve`` before it is sent (raising there stops the whole call, nothing is
-sent), then exactly one of ``settled`` (answered), ``spent`` (timed out or cancelled once sent: the
+Breakers are per (provider, model), behind the async ``Breakers`` Protocol: in this process by
+default (``LocalBreakers``), or shared between processes (the dispatcher's Redis state). A ``Meter``
+(the dispatcher's budgets, cost and trace; async, since its state may be remote) is told about
+every attempt: ``reserve`` before it is sent (raising there stops the whole call, nothing is sent),
+then exactly one of ``settled`` (answered), ``spent`` (timed out or cancelled once sent: the
 provider may bill it) or ``released`` (refused or failed before any work), and ``record`` for every
 attempt, skipped ones included. Tier 2 passes no meter.
 """
@@ -32,9 +34,10 @@ from typing import Any, Protocol
 
 from tenacity import wait_random_exponential
 
+from router import _telemetry
 from router.errors import CircuitOpen, FallbacksExhausted, ProviderError, ProviderTimeout, ProviderUnavailable
 from router.providers._base import ChatRequest, Completion, Provider, Usage
-from router.providers._breaker import BreakerConfig, CircuitBreaker
+from router.providers._breaker import BreakerConfig, Breakers, CircuitBreaker, LocalBreakers
 from router.providers._config import RetryConfig
 from router.providers._deadline import MIN_ATTEMPT_S, Deadline, Slot
 
@@ -88,15 +91,15 @@ class AttemptInfo:
 class Meter(Protocol):
     """Budgets, cost and trace around each attempt of a chain call (see the module docstring)."""
 
-    def reserve(self, target: Target, request: ChatRequest) -> Any: ...
+    async def reserve(self, target: Target, request: ChatRequest) -> Any: ...
 
-    def settled(self, handle: Any, target: Target, completion: Completion) -> Decimal: ...
+    async def settled(self, handle: Any, target: Target, completion: Completion) -> Decimal: ...
 
-    def spent(self, handle: Any, target: Target) -> tuple[Usage, Decimal]: ...
+    async def spent(self, handle: Any, target: Target) -> tuple[Usage, Decimal]: ...
 
-    def released(self, handle: Any) -> None: ...
+    async def released(self, handle: Any) -> None: ...
 
-    def record(self, attempt: Attempt, info: AttemptInfo) -> None: ...
+    async def record(self, attempt: Attempt, info: AttemptInfo) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,10 @@ class _Numbered:
 
 
 class Chain:
-    """Calls ``providers`` (name → Provider) along an ordered list of ``Target``s."""
+    """Calls ``providers`` (name → Provider) along an ordered list of ``Target``s.
+
+    ``breakers``: where the breakers live; by default in this process (``LocalBreakers`` of ``breaker``
+    on ``breaker_clock``)."""
 
     def __init__(
         self,
@@ -130,21 +136,24 @@ class Chain:
         retry: RetryConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         breaker_clock: Callable[[], float] = time.monotonic,
+        breakers: Breakers | None = None,
     ) -> None:
         self.providers = providers
         self.breaker_config = breaker or BreakerConfig()
         self.retry = retry or RetryConfig()
         self._sleep = sleep
-        self._breaker_clock = breaker_clock
-        self.breakers: dict[str, CircuitBreaker] = {}
+        self.breakers: Breakers = breakers if breakers is not None else LocalBreakers(self.breaker_config,
+                                                                                      breaker_clock)
         self._jitter = wait_random_exponential(multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s)
         # asyncio.Semaphore binds to the loop that first waits on it: one set per loop.
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary())
 
     def breaker(self, target: Target) -> CircuitBreaker:
-        if target.key not in self.breakers:
-            self.breakers[target.key] = CircuitBreaker(self.breaker_config, clock=self._breaker_clock)
+        """The in-process breaker of ``target`` (tier 2, the memory state); shared breakers have none."""
+        if not isinstance(self.breakers, LocalBreakers):
+            raise TypeError(f"the chain's breakers are {type(self.breakers).__name__}, not in this process: "
+                            "ask them with `await chain.breakers.state(key)`")
         return self.breakers[target.key]
 
     def _slot(self, target: Target) -> asyncio.Semaphore | None:
@@ -166,21 +175,20 @@ class Chain:
         attempts: list[Attempt] = []
         for i, target in enumerate(targets):
             fallback_from = primary if target.key != primary else None
-            breaker = self.breaker(target)
-            if not breaker.allow():
+            if not await self.breakers.allow(target.key):
                 skipped: ProviderError = CircuitOpen(
-                    target.key, f"breaker open, next probe in {breaker.retry_after():.1f}s")
+                    target.key, f"breaker open, next probe in {await self.breakers.retry_after(target.key):.1f}s")
                 errors.append((target, skipped))
-                self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
-                             str(skipped))
+                await self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
+                                   str(skipped))
                 continue
             slot = deadline.slot(targets[i:]) if deadline is not None else None
             if deadline is not None and slot is not None and slot.left() < MIN_ATTEMPT_S:
                 skipped = ProviderTimeout(target.key, f"not tried: {max(0.0, slot.left()):.2f}s left of its share of "
                                                       f"dispatch_timeout_s={deadline.seconds:g}", reason="deadline")
                 errors.append((target, skipped))
-                self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
-                             str(skipped))
+                await self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
+                                   str(skipped))
                 continue
             try:
                 completion = await self._retrying(target, request, meter, fallback_from, attempts, slot)
@@ -212,10 +220,9 @@ class Chain:
         its callbacks at each step): this is every model call's path. The policy is tenacity's: retry
         only what ``_should_retry`` allows, wait ``_wait``, and stop early when the wait would not fit
         the target's deadline slot (the time belongs to the next target, which is tried instead)."""
-        breaker = self.breaker(target)
         last = 1 + self.retry.max_retries
         for number in range(1, last + 1):
-            if number > 1 and not breaker.allow():
+            if number > 1 and not await self.breakers.allow(target.key):
                 raise CircuitOpen(target.key, "breaker opened during retries; moving to the next model")
             # Within the slot: min(timeout_s, what is left of it), so the next target keeps its share.
             timeout_s = target.timeout_s if slot is None else min(target.timeout_s, max(MIN_ATTEMPT_S, slot.left()))
@@ -243,36 +250,35 @@ class Chain:
                        fallback_from: str | None, attempts: list[Attempt], timeout_s: float) -> Completion:
         if request.max_tokens != target.max_tokens:  # the target's own output cap
             request = replace(request, max_tokens=target.max_tokens)
-        handle = meter.reserve(target, request) if meter is not None else None
-        breaker = self.breaker(target)
+        handle = await meter.reserve(target, request) if meter is not None else None
         started = time.perf_counter()
         try:
             completion = await self._timed(target, request, timeout_s)
         except ProviderTimeout as exc:
             # The request went out and the provider may still bill it: metered at the reserved worst
             # case (an upper bound, like every reservation), never forgotten.
-            breaker.record_failure()
-            self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                        f"{exc}; metered at the reserved worst case", timeout_s)
+            state = await self.breakers.record_failure(target.key)
+            await self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                              f"{exc}; metered at the reserved worst case", timeout_s, state)
             raise
         except ProviderError as exc:  # refused or failed before any work was billed (4xx, 429, 5xx, no connection)
             if meter is not None:
-                meter.released(handle)
-            breaker.record_failure()
+                await meter.released(handle)
+            state = await self.breakers.record_failure(target.key)
             log.warning("%s failed: %s", target.key, exc)
-            self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0), fallback_from,
-                         str(exc), timeout_s)
+            await self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0),
+                               fallback_from, str(exc), timeout_s, state)
             raise
         except BaseException:
             # Cancelled from outside (a dispatch cut at shutdown, a caller's own timeout) once the
             # request may have gone out: metered the same way, and traced as a timeout.
-            self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                        "cancelled once sent; metered at the reserved worst case", timeout_s)
+            await self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                              "cancelled once sent; metered at the reserved worst case", timeout_s)
             raise
-        cost = meter.settled(handle, target, completion) if meter is not None else Decimal(0)
-        breaker.record_success()
-        self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from, None,
-                     timeout_s)
+        cost = await meter.settled(handle, target, completion) if meter is not None else Decimal(0)
+        state = await self.breakers.record_success(target.key)
+        await self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from, None,
+                           timeout_s, state)
         return completion
 
     async def _timed(self, target: Target, request: ChatRequest, timeout_s: float) -> Completion:
@@ -291,22 +297,29 @@ class Chain:
             error.retryable = False  # a bug does not go away by asking again
             raise error from exc
 
-    def _spent(self, meter: Meter | None, handle: Any, attempts: list[Attempt], target: Target, number: int,
-               started: float, fallback_from: str | None, error: str, timeout_s: float) -> None:
-        usage, cost = meter.spent(handle, target) if meter is not None else (None, Decimal(0))
+    async def _spent(self, meter: Meter | None, handle: Any, attempts: list[Attempt], target: Target, number: int,
+                     started: float, fallback_from: str | None, error: str, timeout_s: float,
+                     breaker: str | None = None) -> None:
+        usage, cost = await meter.spent(handle, target) if meter is not None else (None, Decimal(0))
         completion = Completion("", usage, target.model) if usage is not None else None
-        self._record(meter, attempts, target, number, "timeout", _ms(started), completion, cost, fallback_from,
-                     error, timeout_s)
+        await self._record(meter, attempts, target, number, "timeout", _ms(started), completion, cost, fallback_from,
+                           error, timeout_s, breaker)
 
-    def _record(self, meter: Meter | None, attempts: list[Attempt], target: Target, number: int, status: str,
-                latency_ms: float, completion: Completion | None, cost: Decimal, fallback_from: str | None,
-                error: str | None, timeout_s: float | None = None) -> None:
+    async def _record(self, meter: Meter | None, attempts: list[Attempt], target: Target, number: int, status: str,
+                      latency_ms: float, completion: Completion | None, cost: Decimal, fallback_from: str | None,
+                      error: str | None, timeout_s: float | None = None, breaker: str | None = None) -> None:
+        """``breaker``: the breaker's state after this attempt, when its record returned it (else asked)."""
         usage = completion.usage if completion is not None else None
         attempt = Attempt(target.provider, target.model, number, status, latency_ms, error,
                           usage.total if usage else 0, cost)
         attempts.append(attempt)
+        if _telemetry.tracer is not None:  # a span per attempt, skipped ones included (router/_telemetry.py)
+            _telemetry.attempt_span(attempt, target, self.providers.get(target.provider), completion, fallback_from,
+                                    meter)
         if meter is not None:
-            meter.record(attempt, AttemptInfo(target, usage, fallback_from, timeout_s, self.breaker(target).state))
+            if breaker is None:
+                breaker = await self.breakers.state(target.key)
+            await meter.record(attempt, AttemptInfo(target, usage, fallback_from, timeout_s, breaker))
 
 
 def _ms(started: float) -> float:

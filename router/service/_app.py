@@ -1,14 +1,16 @@
 """The FastAPI app factory: the lifespan, the endpoint families' routers, the probes, the Guard.
 
-Each endpoint family (``classify/``, ``dispatch/``) has its protocol models, an ``APIRouter`` that
+Each endpoint family (``classify/``, ``dispatch/``, ``admin/``) has its protocol models, an ``APIRouter`` that
 gets its serving object from ``app.state`` by ``Depends``, and its serving logic. Errors map to
 statuses in one table (``_errors.py``); limits are the Guard's (``guard.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,11 +22,14 @@ from router._settings import secret
 from router.dispatch import Dispatcher
 from router.errors import ConfigError
 from router.service._errors import install_error_handlers
-from router.service._guard import Guard
+from router.service._guard import Guard, approver_auth
 from router.service._models import HealthResponse, ReadyResponse
 from router.service._service import ClassifierService
+from router.service.admin._routes import admin_router
+from router.service.admin._serving import AdminServing
 from router.service.classify._routes import classify_router
 from router.service.classify._serving import ClassifyServing
+from router.service.dispatch._observe import observe
 from router.service.dispatch._routes import not_configured
 from router.service.dispatch._routes import router as dispatch_routes
 from router.service.dispatch._serving import DispatchServing
@@ -48,7 +53,10 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
         await service.start()
         if dispatcher is not None:
             await dispatcher.aopen()
+        hangup = _on_sighup(service.schedule_reload)
         yield
+        if hangup is not None:
+            asyncio.get_running_loop().remove_signal_handler(hangup)
         await service.stop()
         if dispatcher is not None:
             await dispatcher.aclose()
@@ -57,7 +65,8 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
     install_error_handlers(app, service.metrics)
     families = [classify_router(service.router.limits, ClassifyServing(service)),
-                not_configured if dispatcher is None else dispatch_routes]
+                not_configured if dispatcher is None else dispatch_routes,
+                admin_router(AdminServing(service, keyed=bool(config.api_key_env)))]
     if dispatcher is not None:
         app.state.dispatch = DispatchServing(service, dispatcher)
     for family in families:
@@ -85,5 +94,25 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
     # The metric label of a path is its route's template: the app's own routes and each family's (an
     # included router is one opaque entry of app.routes), so /v1/dispatch is never counted as "other".
     routes = [*app.routes, *(route for family in families for route in family.routes)]
-    app.add_middleware(Guard, service=service, api_key=api_key, routes=routes)
+    # Who may approve (and what the trace records as approved_by): refused here without an approver key
+    # when a skill writes, unless --allow-self-approval on.
+    approver = approver_auth(config, dispatcher, api_key)
+    app.state.approved_by = approver.approved_by
+    observe(service, dispatcher)  # the dispatcher's trace records and tier 2's breakers, in /metrics
+    app.add_middleware(Guard, service=service, api_key=api_key, routes=routes, approver=approver)
     return app
+
+
+def _on_sighup(reload: Callable[[], None]) -> int | None:
+    """SIGHUP reloads the index, in this process (each worker of ``--workers N`` gets its own from the
+    supervisor). Returns the signal, or None where there is none (Windows) or this is not the main thread
+    (a server run in a thread, as the tests do): only the main thread can take a signal."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None:
+        return None
+    try:
+        asyncio.get_running_loop().add_signal_handler(hangup, reload)
+    except (ValueError, RuntimeError, NotImplementedError) as exc:
+        log.debug("router: SIGHUP not handled here (%s)", exc)
+        return None
+    return int(hangup)

@@ -11,12 +11,14 @@ the variable over the default. An empty variable counts as unset. The variables:
     ROUTER_SERVE_MAX_DISPATCH_IN_FLIGHT, ROUTER_SERVE_RETRY_AFTER_S, ROUTER_SERVE_HEADER_TIMEOUT_S,
     ROUTER_SERVE_MAX_HEADER_BYTES, ROUTER_SERVE_BODY_TIMEOUT_S, ROUTER_SERVE_KEEP_ALIVE_TIMEOUT_S,
     ROUTER_SERVE_SKILLS, ROUTER_SERVE_MODEL_ROUTING, ROUTER_SERVE_API_KEY_ENV,
-    ROUTER_SERVE_DRAIN_DELAY_S, ROUTER_SERVE_SHUTDOWN_GRACE_S.
+    ROUTER_SERVE_APPROVER_KEY_ENV, ROUTER_SERVE_ALLOW_SELF_APPROVAL (true/false),
+    ROUTER_SERVE_DRAIN_DELAY_S, ROUTER_SERVE_SHUTDOWN_GRACE_S, ROUTER_SERVE_WORKERS, ROUTER_SERVE_STATE,
+    ROUTER_SERVE_OTLP_ENDPOINT, ROUTER_SERVE_OTEL_SERVICE_NAME.
 
 A variable with the prefix that names no field is an error, as an unknown key is (a typo would
-otherwise leave the default in force). ``api_key_env`` names the variable holding the bearer token;
-the token itself is never a setting. ``load_serve_config`` builds the config and turns a bad value
-into a ``ConfigError`` naming the flag or the variable and the value.
+otherwise leave the default in force). ``api_key_env`` names the variable holding the bearer token,
+``approver_key_env`` the approvers'; a token itself is never a setting. ``load_serve_config`` builds
+the config and turns a bad value into a ``ConfigError`` naming the flag or the variable and the value.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ServeConfig(BaseSettings):
     # The encoder is the bottleneck under load, and on 2 cores 2 threads gave 670 vs 430 requests/s
     # at concurrency 64.
     encoder_threads: int | None = Field(None, ge=1, le=256,
-                                        description="ONNX Runtime threads (default: one per core, at most 4)")
+                                        description="ONNX Runtime threads (default: one per core, at most 4), per "
+                                                    "worker: with --workers N, each one's share, cores / N, at "
+                                                    "least 1")
     encoder_cache_size: int | None = Field(None, ge=0, le=10_000_000,
                                            description="query-embedding cache entries, 0: off (default: the "
                                                        "index's, 4096 unless built otherwise)")
@@ -87,12 +91,35 @@ class ServeConfig(BaseSettings):
                                                         "the shipped one")
     api_key_env: str | None = Field(None, description="require 'Authorization: Bearer <value of this env var>' "
                                                       "(default: no auth)")
+    # Approvals need their own credential (service/_guard.py): an agent holding the service key must not
+    # approve its own writes. With a `writes` skill and no approver key, serve refuses to start.
+    approver_key_env: str | None = Field(None, description="approve and reject need 'Authorization: Bearer <value "
+                                                           "of this env var>', and the service key is refused "
+                                                           "there (required when a skill writes)")
+    allow_self_approval: bool = Field(False, description="start without an approver key although a skill writes: "
+                                                         "the service key approves (logged as a warning)")
+    # One port, N processes (service/_workers.py). Each worker has its own micro-batcher, encoder threads and
+    # metrics; budgets, approvals and breakers are shared only through a shared state (--state redis://...).
+    workers: int = Field(1, ge=1, le=64, description="worker processes serving the one port; above 1 with "
+                                                     "--skills needs a shared --state")
+    state: str | None = Field(None, description="shared state of the dispatcher (budgets, approvals, breakers): "
+                                                "memory, or redis://host:port/db; overrides the model-routing "
+                                                "file's state.url (default: the file's, memory)")
     # Draining: readiness goes false first, so a load balancer stops sending before the listener closes.
     drain_delay_s: float = Field(0.5, ge=0.0, le=600,
                                  description="on SIGTERM, seconds between readiness going false and the "
                                              "server no longer accepting")
     shutdown_grace_s: int = Field(10, ge=0, le=3600,
                                   description="then, seconds to wait for requests in flight")
+    # OpenTelemetry (router/_telemetry.py, the [otel] extra): off unless an endpoint is given, here or by the
+    # standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://[^/\s]+", max_length=2048,
+                                      description="export spans over OTLP/HTTP to this collector, e.g. "
+                                                  "http://127.0.0.1:4318 (/v1/traces is appended; default: "
+                                                  "$OTEL_EXPORTER_OTLP_ENDPOINT, else no spans)")
+    otel_service_name: str | None = Field(None, min_length=1, max_length=256,
+                                          description="service.name of the exported spans (default: "
+                                                      "$OTEL_SERVICE_NAME, else tiered-router)")
 
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> ServeConfig:

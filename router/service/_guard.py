@@ -10,28 +10,45 @@ replica as alive, or it kills a healthy one. Header timeouts and sizes are the c
 (connections.py); the body's deadline is here, since only the app knows when it reads the body.
 Requests are counted under their route's template (``/v1/approvals/{approval_id}/approve``), never
 the raw path, so the number of label values stays that of the routes.
+
+Approvals have their own credential. With an approver key (``--approver-key-env``), the approval
+routes accept only it: the service key gets 403 (an agent that may dispatch may not approve its own
+writes), anything else 401. An approver needs no service key. Without one, a service with a
+``writes`` skill refuses to start unless ``--allow-self-approval on`` says, on purpose, that the
+service key (or anyone, without ``--api-key-env``) approves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import HTTPException
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router._settings import secret
+from router.errors import ConfigError
+from router.service._config import ServeConfig
 from router.service._service import ClassifierService
+
+if TYPE_CHECKING:
+    from router.dispatch import Dispatcher
+
+log = logging.getLogger("router.service")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # under no in-flight cap
 DISPATCH_ROUTES = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")  # prefixes of max_dispatch_in_flight's routes
 # A lane is named by the ServeConfig field of its cap.
 CLASSIFY_LANE, DISPATCH_LANE = "max_in_flight", "max_dispatch_in_flight"
+APPROVAL_ROUTES = frozenset({"/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject"})
 
 
 # A refused request's body is read and dropped up to this size, so the connection stays usable
@@ -66,14 +83,52 @@ async def send_json(send: Send, status: int, detail: str, headers: list[tuple[by
     await send({"type": "http.response.body", "body": body})
 
 
+@dataclass(frozen=True)
+class ApproverAuth:
+    """Who may approve: ``key`` (the approver key; None: the approval routes take the service key's
+    rule), the variable it came from, and ``approved_by``, what the trace records of an approval."""
+
+    key: str | None = None
+    env: str | None = None
+    approved_by: str = "self_approval"
+
+
+def approver_auth(config: ServeConfig, dispatcher: Dispatcher | None, api_key: str | None) -> ApproverAuth:
+    """The approval credential of ``config``; a ``ConfigError`` where a ``writes`` skill could be approved
+    by whoever may dispatch, unless ``allow_self_approval`` says so (then logged as a warning)."""
+    writes = sorted(skill.name for skill in dispatcher.skills if skill.writes) if dispatcher is not None else []
+    name = config.approver_key_env
+    if name:
+        key = secret(name)
+        if not key:
+            raise ConfigError(f"approver_key_env={name!r} is set but that environment variable is empty")
+        if api_key is not None and hmac.compare_digest(key.encode(), api_key.encode()):
+            raise ConfigError(f"the approver key (${name}) equals the service key (${config.api_key_env}): whoever "
+                              "may dispatch could then approve its own writes; give the approvers a key of their own")
+        return ApproverAuth(key, name, f"approver_key:{name}")
+    approved_by = f"service_key:{config.api_key_env}" if api_key else "self_approval"
+    if writes and not config.allow_self_approval:
+        raise ConfigError(
+            f"skill(s) {', '.join(writes)} write, and no approver key is set: whoever may dispatch could approve "
+            "its own writes. Either name the variable holding the approvers' key with --approver-key-env VAR "
+            "(ROUTER_SERVE_APPROVER_KEY_ENV), distinct from the service key, or pass --allow-self-approval on "
+            f"to let {'the service key' if api_key else 'anyone (no --api-key-env is set)'} approve")
+    if writes:
+        log.warning("router: --allow-self-approval on: %s approve(s) the writes of %s (no approver key)",
+                    "the service key" if api_key else "anyone (no --api-key-env)", ", ".join(writes))
+    return ApproverAuth(None, None, approved_by)
+
+
 class Guard:
     def __init__(self, app: ASGIApp, service: ClassifierService, api_key: str | None,
-                 routes: Sequence[BaseRoute] = ()) -> None:
+                 routes: Sequence[BaseRoute] = (), approver: ApproverAuth | None = None) -> None:
         self.app = app
         self.service = service
         self.config = service.config
         self.metrics = service.metrics
         self.token = api_key.encode() if api_key else None
+        self.approver = approver or ApproverAuth()
+        self.approver_token = self.approver.key.encode() if self.approver.key else None
         # The app's routes (the list itself: the Guard is built once they are all added) give the
         # metric label of a path: fixed paths by lookup, templated ones by their pattern.
         self.fixed = {r.path for r in routes if isinstance(r, Route) and not r.param_convertors}
@@ -135,18 +190,47 @@ class Guard:
             self.service.in_flight += change
             self.metrics.in_flight.inc(change)
 
+    @staticmethod
+    def _bearer(headers: dict[bytes, bytes]) -> bytes | None:
+        # The scheme is case-insensitive (RFC 9110 11.1: "bearer" is valid), the token is not.
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        return token.lstrip(b" ") if scheme.lower() == b"bearer" else None
+
+    @staticmethod
+    def _matches(token: bytes | None, expected: bytes | None) -> bool:
+        # compare_digest: the time taken does not reveal how much of the token matched.
+        return token is not None and expected is not None and hmac.compare_digest(token, expected)
+
+    async def _authorized(self, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str,
+                          endpoint: str) -> int | None:
+        """None when the request may go on, else the status it was refused with."""
+        if self.approver_token is not None and endpoint in APPROVAL_ROUTES:
+            token = self._bearer(headers)
+            if self._matches(token, self.approver_token):
+                return None
+            env = self.approver.env
+            if self._matches(token, self.token):
+                self.metrics.rejected.labels("approver_key").inc()
+                await self._refuse(receive, send, 403, f"approving needs the approver key (${env}), not the "
+                                   f"service key (${self.config.api_key_env})")
+                return 403
+            self.metrics.rejected.labels("auth").inc()
+            detail = f"missing or wrong approver key (Authorization: Bearer <the value of ${env}>)"
+            await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
+            return 401
+        if self.token is not None and path not in OPEN_PATHS and not self._matches(self._bearer(headers), self.token):
+            self.metrics.rejected.labels("auth").inc()
+            detail = f"missing or wrong bearer token (Authorization: Bearer <the value of ${self.config.api_key_env}>)"
+            await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
+            return 401
+        return None
+
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str, endpoint: str) -> int:
         cfg = self.config
         headers = dict(scope["headers"])
-        if self.token is not None and path not in OPEN_PATHS:
-            # The scheme is case-insensitive (RFC 9110 11.1: "bearer" is valid), the token is not.
-            # compare_digest: the time taken does not reveal how much of the token matched.
-            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.lstrip(b" "), self.token):
-                self.metrics.rejected.labels("auth").inc()
-                detail = f"missing or wrong bearer token (Authorization: Bearer <the value of ${cfg.api_key_env}>)"
-                await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
-                return 401
+        refused = await self._authorized(receive, send, headers, path, endpoint)
+        if refused is not None:
+            return refused
         lane = (None if path in PROBE_PATHS
                 else DISPATCH_LANE if endpoint.startswith(DISPATCH_ROUTES) else CLASSIFY_LANE)
         cap = cfg.max_dispatch_in_flight if lane == DISPATCH_LANE else cfg.max_in_flight

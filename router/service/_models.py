@@ -16,12 +16,23 @@ class HealthResponse(BaseModel):
     status: str
 
 
+class IndexInfo(BaseModel):
+    """The index serving: its manifest's name, version (the first 12 hex digits of its ``manifest_sha256``)
+    and build time (ISO 8601)."""
+
+    name: str
+    version: str
+    built_at: str
+
+
 class ReadyResponse(BaseModel):
     ready: bool
-    index: str
+    index: IndexInfo
+    pid: int  # the worker process that answered (router serve --workers N)
     encoder_warm: bool
     draining: bool
     llm: dict[str, Any]
+    state: dict[str, Any] | None = None  # the dispatcher's state backend, when dispatch is on
 
 
 class ErrorResponse(BaseModel):

@@ -4,26 +4,33 @@ On SIGTERM or SIGINT, readiness goes false at once (``/readyz`` answers 503) whi
 are still served. After ``drain_delay_s`` uvicorn stops accepting connections, and waits up to
 ``shutdown_grace_s`` for the requests in flight. A second signal skips the delay. A stop by
 signal is the normal end of a server: ``serve`` returns (exit code 0), with no traceback.
+
+``--workers N`` (N > 1) runs N such servers in worker processes on one socket, under the
+supervisor in ``_workers.py``; ``--workers 1`` is this one process, with no supervisor.
 """
 
 from __future__ import annotations
 
-import os
 import resource
+import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
-from router._config import EncoderConfig
-from router._router import OpenedIndex, Router
-from router.dispatch import Dispatcher, load_model_routing, load_registry
+from router._router import Router
+from router._strict import format_validation_error
+from router._telemetry import TracingMiddleware, configure_from_serve_config
+from router.dispatch import Dispatcher, ModelRoutingConfig, load_model_routing, load_registry
+from router.errors import ConfigError
 from router.service._app import create_app
 from router.service._config import ServeConfig
 from router.service._connections import guarded_protocol
-from router.service._service import ClassifierService
+from router.service._service import ClassifierService, load_router
+from router.service.dispatch._observe import ObservedSink
 
 
 class DrainingServer(uvicorn.Server):
@@ -31,13 +38,26 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.drain_delay_s = drain_delay_s
+        # Called once the server is warm and accepting: a worker of --workers N tells its supervisor.
+        self.on_started: Callable[[], None] | None = None
+        self._drain_timer: threading.Timer | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.service.draining or self.drain_delay_s == 0:
+            if self._drain_timer is not None:  # a second signal: the delay is over
+                self._drain_timer.cancel()
             super().handle_exit(sig, frame)
             return
         self.service.draining = True
-        threading.Timer(self.drain_delay_s, super().handle_exit, (sig, frame)).start()
+        # A daemon: a timer still waiting must not hold the process at its exit after a second signal.
+        self._drain_timer = threading.Timer(self.drain_delay_s, super().handle_exit, (sig, frame))
+        self._drain_timer.daemon = True
+        self._drain_timer.start()
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -54,13 +74,15 @@ def build_server(config: ServeConfig, router: Router | None = None,
     if dispatcher is None and config.skills:
         # Refuses (ConfigError, naming both values) a model-routing file whose dispatch_timeout_s cannot hold a
         # skill's handler_timeout_s and its models: Dispatcher.check_deadlines, router/dispatch/_deadline.py.
-        dispatcher = Dispatcher(load_model_routing(config.model_routing), load_registry(config.skills))
+        routing = model_routing(config)
+        # Its trace records also count in /metrics (dispatch/_observe.py: create_app attaches the metrics).
+        dispatcher = Dispatcher(routing, load_registry(config.skills), sink=ObservedSink.for_routing(routing))
     if router is None:
-        # Opened once: the serving encoder settings come from the config.json the load then uses.
-        opened = OpenedIndex.open(config.index, config.index_dir, static=config.static is not False)
-        router = Router.load(opened, encoder=_serving_encoder(config, opened.config.encoder), static=config.static)
+        router = load_router(config)  # the same load as a reload's (service.py)
     service = ClassifierService(router, config)
     app = create_app(service, dispatcher)
+    if configure_from_serve_config(config):  # spans on in this process (router/_telemetry.py): one per request too
+        app.add_middleware(TracingMiddleware)
     # httptools with the header timeout and size cap uvicorn lacks (connections.py); the idle
     # keep-alive timeout is uvicorn's own. No limit_concurrency: it counts idle connections and
     # would answer the probes 503, which the Guard's per-route caps never do.
@@ -73,12 +95,16 @@ def build_server(config: ServeConfig, router: Router | None = None,
     return DrainingServer(uv, service, config.drain_delay_s)
 
 
-def _serving_encoder(config: ServeConfig, built: EncoderConfig) -> EncoderConfig:
-    """The index's own encoder settings with the serving thread count and cache size."""
-    update: dict[str, int] = {"threads": config.encoder_threads or min(os.cpu_count() or 1, 4)}
-    if config.encoder_cache_size is not None:
-        update["cache_size"] = config.encoder_cache_size
-    return built.model_copy(update=update)
+def model_routing(config: ServeConfig) -> ModelRoutingConfig:
+    """The dispatcher's model-routing file, with ``--state`` (when given) over its ``state.url``."""
+    routing = load_model_routing(config.model_routing)
+    if config.state is None:
+        return routing
+    try:
+        state = routing.state.with_url(config.state)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"router serve --state {config.state!r}")) from exc
+    return routing.model_copy(update={"state": state})
 
 
 def raise_open_files_limit() -> int:
@@ -101,8 +127,18 @@ def raise_open_files_limit() -> int:
 
 def serve(config: ServeConfig) -> None:
     raise_open_files_limit()
+    if config.workers > 1:
+        from router.service._workers import serve_workers
+
+        serve_workers(config)
+        return
     server = build_server(config)
-    print(f"router: serving index {config.index!r} on http://{config.host}:{config.port} "
-          f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}, GET /healthz /readyz /metrics "
-          "/openapi.json)", flush=True)
+    print(banner(config, config.host, config.port), flush=True)
     server.run()
+
+
+def banner(config: ServeConfig, host: str, port: int) -> str:
+    workers = f" with {config.workers} workers" if config.workers > 1 else ""
+    return (f"router: serving index {config.index!r} on http://{host}:{port}{workers} "
+            f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}, GET /healthz /readyz /metrics "
+            "/openapi.json)")

@@ -1,29 +1,108 @@
-"""The service layer: a Router behind micro-batching, readiness, and drain state. No HTTP here.
+"""The service layer: a Router behind micro-batching, readiness, drain state and index reload. No HTTP here.
 
 The service classifies only through the Router's own ``aclassify`` and ``aclassify_many``; it
 plugs its micro-batcher in as the Router's compute runner, so that the compute tiers (the
 encoder) run on one thread, in fair jobs shared between requests.
+
+``reload`` (SIGHUP, ``POST /v1/admin/reload``) opens and warms a new Router beside the serving one,
+on other threads than the encoder's and the event loop's, then swaps it in with one assignment on
+the loop. A request holds the index it started on to its end: the micro-batcher's jobs carry their
+own tier, so even queries queued before the swap run on the old index's encoder. A replaced Router
+is closed once the last request holding it is done (a count, not a timer: none is cut, none waits
+longer than it must). An index that fails to load or fails its checks is refused and the old one
+keeps serving. Reloads run one at a time; a second one waits for the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from router._artifact import IndexManifest
+from router._config import EncoderConfig
 from router._decision import Decision
-from router._router import Router
+from router._router import OpenedIndex, Router
+from router.errors import RouterError
 from router.service._batcher import MicroBatcher
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
 from router.tiers import Query, Tier
 
+if TYPE_CHECKING:
+    from router.state import State
+
 log = logging.getLogger("router.service")
 
 Job = tuple[Tier, Query]  # a compute tier and one of its pending queries
+
+
+def serving_encoder(config: ServeConfig, built: EncoderConfig) -> EncoderConfig:
+    """The index's own encoder settings with the serving thread count and cache size."""
+    # N workers share the cores: by default each gets its share (at most 4), so they do not oversubscribe them.
+    threads = config.encoder_threads or max(1, min((os.cpu_count() or 1) // config.workers, 4))
+    update: dict[str, int] = {"threads": threads}
+    if config.encoder_cache_size is not None:
+        update["cache_size"] = config.encoder_cache_size
+    return built.model_copy(update=update)
+
+
+def load_router(config: ServeConfig, index: str | None = None) -> Router:
+    """The Router `router serve` serves: ``index`` (a name under ``index_dir``, or a folder; default the
+    configured one) opened once and loaded with the serving encoder settings. At start and at each reload."""
+    opened = OpenedIndex.open(index or config.index, config.index_dir, static=config.static is not False)
+    return Router.load(opened, encoder=serving_encoder(config, opened.config.encoder), static=config.static)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexIdentity:
+    """Which index is serving: its name, version (the first 12 hex digits of its manifest's sha256, so
+    each build has its own) and build time; ``label`` (``name@version``) is what a classify answer names."""
+
+    name: str
+    version: str
+    built_at: str
+    label: str
+
+    @classmethod
+    def of(cls, manifest: IndexManifest) -> IndexIdentity:
+        version = manifest.manifest_sha256[:12]
+        return cls(manifest.name, version, manifest.built_at, f"{manifest.name}@{version}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "built_at": self.built_at}
+
+
+class ServedIndex:
+    """One loaded index in service: its Router (with the service's micro-batcher), its identity, and how
+    many requests hold it now. A request holds the ServedIndex it started on, so a reload never changes the
+    index under it; a replaced one is closed (``retire``) when the last request holding it lets go."""
+
+    __slots__ = ("index", "router", "users", "_idle")
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.index = IndexIdentity.of(router.artifact.manifest)
+        self.users = 0
+        self._idle: asyncio.Event | None = None  # set once retired: the last user sets it
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def retire(self) -> None:
+        """Wait for the requests that still hold this index, then close its Router (tier 2's clients)."""
+        if self.users:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        await self.router.aclose()
 
 
 def _encoder_thread() -> None:
@@ -64,7 +143,12 @@ class ClassifierService:
             _settle, config.batch_window_ms / 1000.0, config.batch_max, self._encoder,
             expected=lambda: self.in_flight, observe=self.metrics.batch_size.observe,
             cost=_tokens, max_cost=config.batch_max_tokens)
-        self.router = router.with_compute(self._batched)
+        self.serving = self._serve(router)
+        # Reloads one at a time; each runs as a task of its own, so a request that gives up (its deadline)
+        # cannot stop one half-way. Retired indexes wait here for their last request.
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._retired: set[ServedIndex] = set()
         self.in_flight = 0  # requests inside the server under max_in_flight, kept by the Guard middleware
         self.dispatch_in_flight = 0  # the dispatcher's, under max_dispatch_in_flight (probes are in neither)
         self.encoder_warm = False
@@ -72,6 +156,18 @@ class ClassifierService:
         # The Guard's deadline for a path, with the limits it comes from, where a route needs its own
         # (the dispatch routes set it: dispatch/_serving.py); None: request_timeout_s.
         self.deadline_for: Callable[[str], tuple[float, str] | None] = lambda path: None
+        self.state: State | None = None  # the dispatcher's (set by the dispatch routes): readiness reports it
+
+    @property
+    def router(self) -> Router:
+        """The Router serving now (a request in flight may still hold the one before a reload)."""
+        return self.serving.router
+
+    def _serve(self, router: Router) -> ServedIndex:
+        serving = ServedIndex(router.with_compute(self._batched))
+        index = serving.index
+        self.metrics.set_index(index.name, index.version, index.built_at)
+        return serving
 
     async def _batched(self, tier: Tier, queries: list[Query]) -> None:
         # Not one encoder job for a batch: bounded ones that take turns with other requests'.
@@ -90,12 +186,75 @@ class ClassifierService:
 
     async def stop(self) -> None:
         self.draining = True
+        async with self._reload_lock:  # a reload under way ends first (one queued behind it is refused)
+            pass
         await self.batcher.stop()
         self._encoder.shutdown(wait=True)
         await self.router.aclose()
+        # Retired indexes still waiting for a request: the server is done with them all.
+        retired, tasks = list(self._retired), list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for serving in retired:
+            await serving.router.aclose()
+
+    # -- reload ------------------------------------------------------------------------------------
+    async def reload(self, index: str | None = None) -> dict[str, Any]:
+        """Load ``index`` (default: the configured ``--index``, read from disk again; or another name or
+        folder) beside the serving one, warm it, and swap it in. Answers ``{"status": "reloaded", "index",
+        "previous", "seconds"}``, or ``{"status": "refused", "detail", "serving"}`` when the index fails to
+        load or its checks (IndexLoadError, StaleIndexError, ConfigError): the old index keeps serving."""
+        # Shielded: a caller that stops waiting does not stop the reload between its load and its swap.
+        return await asyncio.shield(self._spawn(self._reload(index)))
+
+    def schedule_reload(self) -> None:
+        """Reload the configured index in the background (SIGHUP); the outcome is logged."""
+        self._spawn(self._reload(None))
+
+    def _spawn(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _reload(self, index: str | None) -> dict[str, Any]:
+        async with self._reload_lock:
+            previous = self.serving.index
+            started = time.perf_counter()
+            try:
+                if self.draining:
+                    raise RouterError("the server is draining")
+                router = await asyncio.to_thread(load_router, self.config, index)  # reads and hashes: off the loop
+                try:
+                    # Warmed through the Router's own runner (a worker thread): the encoder thread keeps
+                    # serving, and the new encoder's slow first call is paid before it takes traffic.
+                    await router.aopen()
+                    await router.awarm()
+                except BaseException:
+                    await router.aclose()
+                    raise
+            except Exception as exc:  # whatever failed, the serving index stays
+                detail = str(exc) if isinstance(exc, RouterError) else f"{type(exc).__name__}: {exc}"
+                log.error("router: index reload refused, still serving %s: %s", previous.label, detail)
+                return {"status": "refused", "detail": detail, "serving": previous.as_dict()}
+            old, self.serving = self.serving, self._serve(router)  # THE swap: new requests get the new index
+            self._retire(old)
+            seconds = round(time.perf_counter() - started, 3)
+            log.warning("router: reloaded index %s (was %s, built %s) in %.2f s",
+                        self.serving.index.label, previous.label, self.serving.index.built_at, seconds)
+            return {"status": "reloaded", "index": self.serving.index.as_dict(), "previous": previous.as_dict(),
+                    "seconds": seconds}
+
+    def _retire(self, old: ServedIndex) -> None:
+        self._retired.add(old)
+        self._spawn(old.retire()).add_done_callback(lambda _: self._retired.discard(old))
 
     # -- readiness ---------------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once warm and not draining (and tier 2 reachable when on). With dispatch on, ``state``
+        reports the dispatcher's state backend and whether it answers; a state that does not answer
+        leaves the process ready, since classify still works and dispatch refuses its own steps (503)."""
         escalator = self.router.escalator
         llm: dict[str, Any] = {"configured": escalator is not None}
         ok = self.encoder_warm and not self.draining
@@ -104,17 +263,33 @@ class ClassifierService:
             if escalator.enabled:
                 llm["reachable"] = await escalator.ping()
                 ok = ok and any(llm["reachable"].values())
-        return ok, {"index": self.router.artifact.manifest.name, "encoder_warm": self.encoder_warm,
-                    "draining": self.draining, "tiers": self.router.chain.names, "llm": llm}
+        detail = {"index": self.serving.index.as_dict(), "pid": os.getpid(), "encoder_warm": self.encoder_warm,
+                  "draining": self.draining, "tiers": self.router.chain.names, "llm": llm}
+        if self.state is not None:
+            # Reported, never required: with the state (Redis) down, classify still answers and each
+            # dispatch step is refused on its own (StateUnavailable, 503), so the process stays ready.
+            detail["state"] = {**self.state.describe(), "reachable": await self.state.ping()}
+        return ok, detail
 
     # -- classification ----------------------------------------------------------------------------
     # A text is checked (Router) before it joins a micro-batch: a bad one fails its own request, not its batch.
     async def classify_one(self, text: str) -> Decision:
-        decision = await self.router.aclassify(text)
-        self.metrics.record([decision])
-        return decision
+        return (await self.classify([text], batch=False))[0][0]
 
     async def classify_many(self, texts: Sequence[str]) -> list[Decision]:
-        decisions = await self.router.aclassify_many(texts)
+        return (await self.classify(texts, batch=True))[0]
+
+    async def classify(self, texts: Sequence[str], *, batch: bool) -> tuple[list[Decision], IndexIdentity]:
+        """The Decisions of ``texts`` (``batch``: as a ``texts`` request, else the one text) and the index
+        that made them, held for the call so that a reload closes it only after."""
+        serving = self.serving
+        serving.users += 1
+        try:
+            if batch:
+                decisions = await serving.router.aclassify_many(texts)
+            else:
+                decisions = [await serving.router.aclassify(texts[0])]
+        finally:
+            serving.release()
         self.metrics.record(decisions)
-        return decisions
+        return decisions, serving.index

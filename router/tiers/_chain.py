@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
+from router import _telemetry
 from router._decision import Decision
 from router.tiers._base import Query, Tier, TierKind, elapsed_us
 
@@ -45,9 +46,13 @@ class Chain:
         return [Query(text, now) for text in texts]
 
     def run(self, queries: list[Query], kinds: Collection[TierKind] = ALL_KINDS,
-            bridge: SyncBridge | None = None) -> None:
+            bridge: SyncBridge | None = None, traced: bool = False) -> None:
         """Each tier of ``kinds``, in order, on the queries still pending, in the calling thread; an io
-        tier (async) runs through ``bridge``, the one sync→async boundary."""
+        tier (async) runs through ``bridge``, the one sync→async boundary. ``traced``: each tier in a
+        ``router.tier.<name>`` span (``router._telemetry``; the Router asks when telemetry is on)."""
+        if traced:
+            self._run_traced(queries, kinds, bridge)
+            return
         for tier in self.tiers:
             if tier.kind in kinds:
                 pending = [q for q in queries if not q.done]
@@ -61,9 +66,14 @@ class Chain:
                     bridge.call(tier.asettle, pending)
 
     async def arun(self, queries: list[Query], kinds: Collection[TierKind] = ALL_KINDS,
-                   compute: ComputeRunner = on_a_thread, inline_off_loop: bool = False) -> None:
+                   compute: ComputeRunner = on_a_thread, inline_off_loop: bool = False,
+                   traced: bool = False) -> None:
         """Inline tiers run on the event loop (µs: cheaper than a thread hop; ``inline_off_loop`` for a
-        many-text call, where they can take ms), compute tiers through ``compute``, io tiers are awaited."""
+        many-text call, where they can take ms), compute tiers through ``compute``, io tiers are awaited.
+        ``traced``: as ``run``'s (a compute tier's span includes its wait for the compute runner)."""
+        if traced:
+            await self._arun_traced(queries, kinds, compute, inline_off_loop)
+            return
         for tier in self.tiers:
             if tier.kind in kinds:
                 pending = [q for q in queries if not q.done]
@@ -78,6 +88,40 @@ class Chain:
                     await compute(tier, pending)
                 else:
                     await tier.asettle(pending)
+
+    # The traced twins of run and arun: the same turns, each in its tier's span. The untraced loops keep
+    # their steps inline (every query's path: a call less per tier).
+    def _run_traced(self, queries: list[Query], kinds: Collection[TierKind], bridge: SyncBridge | None) -> None:
+        for tier in self.tiers:
+            if tier.kind in kinds:
+                pending = [q for q in queries if not q.done]
+                if not pending:
+                    return
+                with _telemetry.tier_span(tier, pending):
+                    if tier.kind != "io":
+                        tier.settle(pending)
+                    elif bridge is None:
+                        raise RuntimeError(f"tier {tier.name!r} is async: the sync path runs it through a SyncBridge")
+                    else:  # the bridge's loop runs in a thread of its own: the trace context goes along
+                        bridge.call(_telemetry.carried(tier.asettle), pending)
+
+    async def _arun_traced(self, queries: list[Query], kinds: Collection[TierKind], compute: ComputeRunner,
+                           inline_off_loop: bool) -> None:
+        for tier in self.tiers:
+            if tier.kind in kinds:
+                pending = [q for q in queries if not q.done]
+                if not pending:
+                    return
+                with _telemetry.tier_span(tier, pending):
+                    if tier.kind == "inline":
+                        if inline_off_loop:
+                            await asyncio.to_thread(tier.settle, pending)
+                        else:
+                            tier.settle(pending)
+                    elif tier.kind == "compute":
+                        await compute(tier, pending)
+                    else:
+                        await tier.asettle(pending)
 
     @staticmethod
     def finish(queries: list[Query]) -> list[Decision]:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from router.dispatch import BudgetConfig, Price, model_routing_from_dict
-from router.dispatch._budget import Ledger
 from router.dispatch._pricing import call_cost, max_call_cost
 from router.errors import BudgetExceeded, ConfigError, SessionsFull
 from router.providers import ChatRequest, Message, Usage
+from router.state._ledger import Ledger
 from router.testing import FakeAnthropic, FakeOpenAI
 from tests.dispatch.conftest import Clock, Harness
 
@@ -120,14 +120,14 @@ def test_a_session_cap_holds_against_the_worst_billing(harness: Harness, byte_bi
     # Only the extraction stage is given: the other stages keep the shipped models (merged per stage).
     d = harness.make(budgets=budgets, defaults={"extraction": _extraction(provider)})
     reserved: list[tuple[int, Decimal]] = []
-    reserve = d.ledger.reserve
+    reserve = d.state.budgets.reserve
 
-    def spy(session: str, tokens: int, cost: Decimal) -> Any:
-        reservation = reserve(session, tokens, cost)
+    async def spy(session: str, tokens: int, cost: Decimal) -> Any:
+        reservation = await reserve(session, tokens, cost)
         reserved.append((tokens, cost))
         return reservation
 
-    monkeypatch.setattr(d.ledger, "reserve", spy)
+    monkeypatch.setattr(d.state.budgets, "reserve", spy)
     fake = getattr(byte_billed, provider)
     made = 0
     with pytest.raises(BudgetExceeded) as info:

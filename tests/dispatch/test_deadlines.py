@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from router.dispatch import Dispatcher, SkillContext, SkillRegistry
 from router.dispatch import model_routing_from_dict as from_dict
-from router.dispatch._approvals import ApprovalStore
 from router.dispatch._trace import MemorySink
 from router.errors import (
     ApprovalError,
@@ -31,6 +30,7 @@ from router.errors import (
     TooManyApprovals,
 )
 from router.providers import ChatRequest, Deadline, Message
+from router.state._approval_store import ApprovalStore
 from tests.dispatch.conftest import PAY, Harness, registry, routing
 
 pytestmark = pytest.mark.anyio
@@ -217,7 +217,8 @@ async def test_an_approval_cut_at_close_is_consumed_with_its_outcome_traced(harn
     skill = _skill_records(d)
     assert [(r["status"], r.get("handler")) for r in skill] == [("pending_approval", None), ("timeout", "cancelled")]
     assert skill[1]["approval_id"] == pending.approval_id
-    assert d.approvals.pending() == [] and d.approvals.running() == []  # consumed: it may have acted
+    store = d.state.approvals.store  # type: ignore[attr-defined]  # the memory state's
+    assert store.pending() == [] and store.running() == []  # consumed: it may have acted
     assert runs == [pending.approval_id]
 
 
@@ -282,11 +283,11 @@ def test_a_session_past_its_cap_is_refused_and_other_sessions_are_not(harness: H
         d.dispatch("c", "pay", params=pay)
     assert full.value.limit_name == "max_pending_approvals" and "all sessions" in str(full.value)
 
-    first = d.approvals.pending("a")[0]
+    first = d.pending("a")[0]
     d.reject(first.approval_id)  # a place freed in the session
     assert d.dispatch("a", "pay", params=pay).status == "pending_approval"
     harness.clock.now += 601  # all expire
-    assert d.approvals.pending() == []
+    assert d.pending() == []
     assert d.dispatch("c", "pay", params=pay).status == "pending_approval"
     assert harness.calls.pay == []  # nothing pending ever ran
 

@@ -57,7 +57,7 @@ def test_invalid_extracted_parameters_get_one_reask_then_never_reach_the_handler
     assert "amount: Input should be greater than 0 (got -5)" in reask[-1]["content"]
     assert "amount" in str(info.value) and "to" in str(info.value)
     assert harness.calls.pay == []
-    assert d.approvals.pending() == []
+    assert d.pending() == []
 
 
 def test_a_reask_that_fixes_the_answer_succeeds(harness: Harness) -> None:

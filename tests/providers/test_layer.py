@@ -13,10 +13,12 @@ from router.errors import ConfigError, FallbacksExhausted, RateLimited, RequestR
 from router.llm import LLMBackendConfig, LLMConfig
 from router.providers import (
     PROVIDERS,
+    BreakerConfig,
     Chain,
     ChatRequest,
     Completion,
     HttpClients,
+    LocalBreakers,
     Message,
     ProviderConfig,
     RetryConfig,
@@ -186,3 +188,17 @@ def test_memory_answers_scripted_labels_and_plain_requests() -> None:
     assert asyncio.run(memory.complete("memory", CHOICE, 1.0)).text == "none"
     plain = ChatRequest(system="s", messages=(Message("user", "hi"),))
     assert asyncio.run(memory.complete("memory", plain, 1.0)).text == "ok"
+
+
+def test_chains_given_one_breakers_share_them_and_a_chain_asks_them_for_each_target() -> None:
+    memory = build_provider("memory", ProviderConfig(kind="memory"), HttpClients())
+    shared = LocalBreakers(BreakerConfig(failures=2, cooldown_s=600))
+    first = Chain({"buggy": _Buggy(), "memory": memory}, retry=RetryConfig(max_retries=0), breakers=shared)
+    second = Chain({"buggy": _Buggy(), "memory": memory}, breakers=shared)
+    targets = [Target("buggy", "b"), Target("memory", "memory")]
+    for _ in range(2):
+        asyncio.run(first.call(targets, CHOICE))
+    assert shared["buggy/b"].state == "open" and second.breaker(targets[0]) is shared["buggy/b"]
+    result = asyncio.run(second.call(targets, CHOICE))  # skipped without a call: its breaker is open for both
+    assert [a.status for a in result.attempts] == ["circuit_open", "ok"]
+    assert isinstance(Chain({}).breakers, LocalBreakers)  # by default each chain keeps its own, in this process

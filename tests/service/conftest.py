@@ -61,6 +61,10 @@ def start_server(mini_index: Path) -> Iterator[Callable[..., Running]]:
 
     def start(llm: dict[str, Any] | None = None, index: Path = mini_index, **options: Any) -> Running:
         port = free_port()
+        if options.get("skills") and not options.get("approver_key_env"):
+            # The dispatch tests approve with the service key (or none): a writes skill then needs the explicit
+            # switch. tests/service/test_approver.py tests the approver key and the refusal without it.
+            options.setdefault("allow_self_approval", True)
         config = ServeConfig(port=port, index=str(index), encoder_threads=1, **options)
         llm_config = LLMConfig.model_validate({"gate": "on", **llm}) if llm else "off"
         router = Router.load(index, llm=llm_config)

@@ -68,7 +68,7 @@ def serve(mini_index: Path) -> Iterator[Callable[..., ServeProcess]]:
 
     def start(routing: Path, *args: str) -> ServeProcess:
         server = ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--skills", SKILLS,
-                              "--model-routing", str(routing), *args)
+                              "--allow-self-approval", "on", "--model-routing", str(routing), *args)
         started.append(server)
         return server.start()
 

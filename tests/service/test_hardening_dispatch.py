@@ -44,7 +44,8 @@ def test_router_serve_leaks_no_echoed_key(echoes: Echoes, mini_index: Path,  # n
     trace = tmp_path / "trace.jsonl"
     routing = _routing(tmp_path, echoes.routing(trace={"sink": "jsonl", "path": str(trace)}))
     with ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--skills", SKILLS,
-                      "--model-routing", routing) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+                      "--allow-self-approval", "on", "--model-routing", routing) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
         r = client.post("/v1/dispatch", json=SEND)
         assert r.status_code == 502 and r.json()["reason"] == "fallbacks_exhausted"
         assert "http_401" in r.text and "http_500" in r.text

@@ -114,7 +114,8 @@ def front(mini_index: Path, gated: GatedOpenAI, tmp_path_factory: pytest.TempPat
         env.setenv("FRONT_OPENAI_KEY", "sk-front")
         env.setenv("ROUTER_FRONT_KEY", KEY)
         server = ServeProcess("--index", str(mini_index), "--encoder-threads", "1", "--api-key-env", "ROUTER_FRONT_KEY",
-                              "--skills", "router.dispatch.demo:registry", "--model-routing", str(routing),
+                              "--skills", "router.dispatch.demo:registry", "--allow-self-approval", "on",
+                              "--model-routing", str(routing),
                               "--max-in-flight", "4", "--max-dispatch-in-flight", "4", "--request-timeout-s", "120",
                               "--header-timeout-s", "120", "--body-timeout-s", "120").start()
     yield server

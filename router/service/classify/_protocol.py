@@ -2,6 +2,7 @@
 
 The response's Decisions are the library's ``Decision`` dataclass, serialised by its one
 TypeAdapter (``router.decision.DECISION``): one shape for the library, the service and the client.
+The response also names the index that answered (``index``: ``name@version``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def request_model(max_text_chars: int, max_batch: int) -> type[ClassifyRequest]:
 class ClassifyResponse:
     decisions: list[Decision]
     session_id: str | None = None
+    # The index that made the Decisions, ``name@version`` (version: the first 12 hex digits of its
+    # manifest's sha256, as /readyz and router_index_info name it): after a reload, which one answered.
+    index: str = ""
 
 
 # A dataclass through its TypeAdapter: the fastest pydantic path (no validation on the way out).

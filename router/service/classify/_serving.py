@@ -1,4 +1,5 @@
-"""``POST /v1/classify``'s serving logic: the Router (through the service), then one serialisation."""
+"""``POST /v1/classify``'s serving logic: the Router (through the service), then one serialisation that
+names the index which answered (a reload may swap it between two requests, never during one)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ class ClassifyServing:
 
     async def classify(self, body: ClassifyRequest) -> Response:
         if body.text is not None:
-            decisions = [await self.service.classify_one(body.text)]
+            decisions, index = await self.service.classify([body.text], batch=False)
         else:
             assert body.texts is not None  # one of the two, by ClassifyRequest's validator
-            decisions = await self.service.classify_many(body.texts)
+            decisions, index = await self.service.classify(body.texts, batch=True)
         if body.top_k is not None:
             decisions = [with_top_k(d, body.top_k) for d in decisions]
-        content = CLASSIFY_RESPONSE.dump_json(ClassifyResponse(decisions, body.session_id))
+        # The label is made once per reload (IndexIdentity), not per request.
+        content = CLASSIFY_RESPONSE.dump_json(ClassifyResponse(decisions, body.session_id, index.label))
         return Response(content, media_type="application/json")

@@ -1,6 +1,8 @@
 """``POST /v1/dispatch``, the approval and the session routes: thin, with the serving object by ``Depends``.
 
 Without a dispatcher the routes stay out of the schema, but answer 404 saying why they are not there.
+The approval routes pass on who approved (``approved_by``, set by ``create_app`` from the approver
+credential, which the Guard has checked) for the trace.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from router.service.dispatch._serving import DispatchServing
 PATHS = ("/v1/dispatch", "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject",
          "/v1/sessions/{session_id}")
 _ERRORS = error_responses({
-    403: "the skill is not allowlisted", 404: "approval id unknown, expired or used",
+    403: "the skill is not allowlisted; on the approval routes, the service key given instead of the approver "
+         "key", 404: "approval id unknown, expired or used",
     409: "the approval's handler is running now (it is never run twice)",
     422: "invalid request or parameters (the detail names the field)",
     429: "a budget would be exceeded (nothing was called), or too many pending approvals (Retry-After)",
@@ -33,7 +36,13 @@ async def dispatch_serving(request: Request) -> DispatchServing:  # async: a syn
     return serving
 
 
+async def approved_by(request: Request) -> str:
+    who: str = request.app.state.approved_by
+    return who
+
+
 Serving = Annotated[DispatchServing, Depends(dispatch_serving)]
+ApprovedBy = Annotated[str, Depends(approved_by)]
 router = APIRouter()
 
 
@@ -43,13 +52,13 @@ async def dispatch(body: DispatchRequest, serving: Serving) -> Response:
 
 
 @router.post("/v1/approvals/{approval_id}/approve", response_model=DispatchResult, responses=_ERRORS)
-async def approve(approval_id: str, serving: Serving) -> Response:
-    return await serving.approve(approval_id)
+async def approve(approval_id: str, serving: Serving, who: ApprovedBy) -> Response:
+    return await serving.approve(approval_id, approved_by=who)
 
 
 @router.post("/v1/approvals/{approval_id}/reject", response_model=RejectResponse, responses=_ERRORS)
-async def reject(approval_id: str, serving: Serving) -> Response:
-    return await serving.reject(approval_id)
+async def reject(approval_id: str, serving: Serving, who: ApprovedBy) -> Response:
+    return await serving.reject(approval_id, approved_by=who)
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionResponse, responses=_ERRORS)

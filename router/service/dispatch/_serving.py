@@ -29,6 +29,7 @@ class DispatchServing:
         self.deadline_named = (f"its deadline of {self.deadline:g}s (request_timeout_s={request_s:g} + "
                                f"dispatch_timeout_s={dispatch_s:g})")
         service.deadline_for = self.deadline_for
+        service.state = dispatcher.state  # /readyz reports it
 
     def deadline_for(self, path: str) -> tuple[float, str] | None:
         if path == "/v1/dispatch" or (path.startswith("/v1/approvals/") and path.endswith("/approve")):
@@ -51,11 +52,11 @@ class DispatchServing:
         result = await self.dispatcher.adispatch(body.session_id, skill, text=body.text, params=body.params)
         return self._respond(result, decision)
 
-    async def approve(self, approval_id: str) -> Response:
-        return self._respond(await self.dispatcher.aapprove(approval_id), None)
+    async def approve(self, approval_id: str, approved_by: str) -> Response:
+        return self._respond(await self.dispatcher.aapprove(approval_id, approved_by=approved_by), None)
 
-    async def reject(self, approval_id: str) -> Response:
-        action = await self.dispatcher.areject(approval_id)
+    async def reject(self, approval_id: str, approved_by: str) -> Response:
+        action = await self.dispatcher.areject(approval_id, approved_by=approved_by)
         return JSONResponse({"status": "rejected", "approval_id": approval_id, "skill": action.skill})
 
     async def session(self, session_id: str) -> Response:

@@ -1,4 +1,5 @@
-"""Pending actions of ``writes`` skills: an unguessable id each, single use, expiring, capped.
+"""Pending actions of ``writes`` skills: an unguessable id each, single use, expiring, capped; in this
+process (the ``memory`` state; ``_redis_approvals.py`` is the same across processes).
 
 Limits (model-routing file): each pending action expires ``approval_ttl_s`` after it was made (15 min by
 default); a session holds at most ``max_pending_approvals_per_session`` (10) and all sessions
@@ -18,20 +19,10 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from router.errors import ApprovalError, ApprovalRunning, TooManyApprovals
-
-
-@dataclass(frozen=True)
-class PendingAction:
-    approval_id: str
-    session_id: str
-    skill: str
-    params: dict[str, Any]
-    text: str | None
-    created: float
+from router.state._protocol import PendingAction
 
 
 class ApprovalStore:

@@ -1,4 +1,5 @@
-"""Token, cost and step budgets, per session and per rolling hour, checked before each call.
+"""Token, cost and step budgets, per session and per rolling hour, checked before each call: in this
+process (the ``memory`` state; ``_redis_budgets.py`` is the same across processes).
 
 A call reserves its worst case before it is made: an upper bound on its input tokens (one per
 byte sent, plus framing), the full output cap, every input token at the dearest input price (a
@@ -14,7 +15,6 @@ refused (``SessionsFull``) rather than evicting one. The hourly window keeps one
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from router.dispatch._config import BudgetConfig
 from router.errors import BudgetExceeded, SessionsFull
+from router.state._config import BudgetConfig
+from router.state._protocol import Reservation, SessionTotals
 
-log = logging.getLogger("router.dispatch")
 HOUR_S = 3600.0
 # Costs settled within this many seconds of an entry's first share it (the hourly window then holds
 # at most HOUR_S / HOUR_BUCKET_S entries). The entry expires by its newest time: a cost may leave the
@@ -44,23 +44,6 @@ class SessionUsage:
     reserved_tokens: int = 0
     reserved_cost: Decimal = ZERO
     seen: float = 0.0  # last activity (ledger clock): the session ends session_ttl_s after it
-
-
-@dataclass(frozen=True)
-class Reservation:
-    session: str
-    tokens: int
-    cost: Decimal
-
-
-@dataclass(frozen=True)
-class SessionTotals:
-    session_id: str
-    tokens: int
-    cost_usd: Decimal
-    calls: int
-    steps: int
-    budget_left: dict[str, Any]
 
 
 class Ledger:
@@ -170,10 +153,6 @@ class Ledger:
 
     def settle(self, r: Reservation, tokens: int, cost: Decimal) -> None:
         """Replace the reservation with what the provider reported it billed."""
-        if tokens > r.tokens or cost > r.cost:
-            # The reservation is meant to be an upper bound; a provider billing more means the bound is wrong.
-            log.warning("session %r: the provider billed %d tokens / $%s, over the reserved bound of %d / $%s",
-                        r.session, tokens, cost, r.tokens, r.cost)
         with self._lock:
             usage = self._held(r.session)
             self._unreserve(usage, r)
@@ -193,27 +172,29 @@ class Ledger:
         with self._lock:
             self._unreserve(self._held(r.session), r)
 
+    def _left(self, usage: SessionUsage) -> dict[str, Any]:
+        self._expire_hour()
+        b = self.budgets
+
+        def rest(limit: Any, used: Any) -> Any:
+            return None if limit is None else max(type(used)(0), limit - used)
+
+        return {
+            "session_tokens": rest(b.session_tokens, usage.tokens),
+            "session_cost_usd": None if b.session_cost_usd is None
+            else float(rest(b.session_cost_usd, usage.cost)),
+            "hourly_cost_usd": None if b.hourly_cost_usd is None
+            else float(rest(b.hourly_cost_usd, self._hour_cost)),
+            "session_steps": rest(b.session_steps, usage.steps),
+        }
+
     def left(self, session: str) -> dict[str, Any]:
         """What remains of each budget (None where switched off)."""
         with self._lock:
-            usage = self._peek(session)
-            self._expire_hour()
-            b = self.budgets
-
-            def rest(limit: Any, used: Any) -> Any:
-                return None if limit is None else max(type(used)(0), limit - used)
-
-            return {
-                "session_tokens": rest(b.session_tokens, usage.tokens),
-                "session_cost_usd": None if b.session_cost_usd is None
-                else float(rest(b.session_cost_usd, usage.cost)),
-                "hourly_cost_usd": None if b.hourly_cost_usd is None
-                else float(rest(b.hourly_cost_usd, self._hour_cost)),
-                "session_steps": rest(b.session_steps, usage.steps),
-            }
+            return self._left(self._peek(session))
 
     def totals(self, session: str) -> SessionTotals:
-        left = self.left(session)
+        """The session's spend and what is left, read together."""
         with self._lock:
             usage = self._peek(session)
-            return SessionTotals(session, usage.tokens, usage.cost, usage.calls, usage.steps, left)
+            return SessionTotals(session, usage.tokens, usage.cost, usage.calls, usage.steps, self._left(usage))
