@@ -34,6 +34,7 @@ from router.service import ServeConfig
 from router.service._config import load_serve_config
 from router.testing import ServeProcess
 from tests.dispatch.conftest import Harness, fakes, harness  # noqa: F401 - fixtures
+from tests.llm.conftest import BrokenProvider
 from tests.service.conftest import Running, start_server  # noqa: F401 - fixtures
 
 RULE = "please wire 25.50 usd to maria"  # tier 0 (tests/test_router.py)
@@ -181,22 +182,9 @@ def test_tier2_attempt_is_a_client_span_under_the_llm_tier(spans: InMemorySpanEx
         assert attempt.status.status_code == StatusCode.UNSET
 
 
-class _Broken:
-    name = "custom"
-
-    async def complete(self, model: str, request: Any, timeout_s: float) -> Any:
-        raise ZeroDivisionError("bug in a custom backend")
-
-    async def ping(self) -> bool:
-        return False
-
-    async def aclose(self) -> None:
-        return None
-
-
 def test_a_failed_tier2_attempt_is_an_error_span(spans: InMemorySpanExporter, mini_index: Path) -> None:
     config = LLMConfig(backends=[{"backend": "memory", "name": "custom"}], gate="on")
-    with Router.load(mini_index, llm=config, providers={"custom": _Broken()}) as r:
+    with Router.load(mini_index, llm=config, providers={"custom": BrokenProvider()}) as r:
         d = r.classify(ESCALATED)
     assert d.degraded
     (attempt,) = _named(spans, "chat memory")

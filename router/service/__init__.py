@@ -1,12 +1,12 @@
 """The HTTP service (`router serve`): FastAPI on uvicorn, from the ``[server]`` extra.
 
 ``config`` (ServeConfig, no server dependency), ``app`` (the app factory), one package per endpoint
-family, vLLM-style (``classify/``, ``dispatch/``: ``_protocol`` models, ``_routes`` thin routes,
+family, vLLM-style (``classify/``, ``dispatch/``, ``admin/``: ``_protocol`` models, ``_routes`` thin routes,
 ``_serving`` logic), ``_errors`` (the one exception -> status table), ``models`` (shared models),
 ``guard`` (limits), ``service`` (the Router behind micro-batching), ``batcher``, ``metrics``,
-``server`` (uvicorn, draining). FastAPI and uvicorn are imported only when one of
-the names below other than ``ServeConfig`` is first used, so ``router serve --help`` and the
-library work without the extra.
+``server`` (uvicorn, draining), ``workers`` (the ``--workers`` supervisor). FastAPI and uvicorn are
+imported only when one of the names below other than ``ServeConfig`` is first used, so ``router
+serve --help`` and the library work without the extra.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ errors add ``"error"`` (the exception's name) and their own fields, and are coun
 ``router_dispatch_total`` under that name: budget 429, not allowlisted 403, invalid parameters 422,
 unknown approval 404, a provider chain or a skill that failed 502, a new session past
 budgets.max_sessions 503, the shared state unreachable 503, an approval whose handler is running 409,
-pending approvals past their cap 429. A refusal that clears by itself (SessionsFull, TooManyApprovals, StateUnavailable) says when
-(Retry-After).
+pending approvals past their cap 429. A refusal that clears by itself (SessionsFull, TooManyApprovals,
+StateUnavailable) says when (Retry-After).
 """
 
 from __future__ import annotations

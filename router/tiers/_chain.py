@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextlib import nullcontext
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ LOCAL: tuple[TierKind, ...] = ("inline", "compute")  # tiers 0-1: everything but
 # How the async path runs a compute tier on its pending queries: by default on a worker thread;
 # the HTTP service plugs in its micro-batcher (one encoder thread, fair jobs shared by requests).
 ComputeRunner = Callable[[Tier, list[Query]], Awaitable[None]]
+# Telemetry off: each tier runs in this (reusable) no-op context instead of its span.
+_UNTRACED = nullcontext()
 
 
 async def on_a_thread(tier: Tier, queries: list[Query]) -> None:
@@ -50,20 +53,18 @@ class Chain:
         """Each tier of ``kinds``, in order, on the queries still pending, in the calling thread; an io
         tier (async) runs through ``bridge``, the one sync→async boundary. ``traced``: each tier in a
         ``router.tier.<name>`` span (``router._telemetry``; the Router asks when telemetry is on)."""
-        if traced:
-            self._run_traced(queries, kinds, bridge)
-            return
         for tier in self.tiers:
             if tier.kind in kinds:
                 pending = [q for q in queries if not q.done]
                 if not pending:
                     return
-                if tier.kind != "io":
-                    tier.settle(pending)
-                elif bridge is None:
-                    raise RuntimeError(f"tier {tier.name!r} is async: the sync path runs it through a SyncBridge")
-                else:
-                    bridge.call(tier.asettle, pending)
+                with _telemetry.tier_span(tier, pending) if traced else _UNTRACED:
+                    if tier.kind != "io":
+                        tier.settle(pending)
+                    elif bridge is None:
+                        raise RuntimeError(f"tier {tier.name!r} is async: the sync path runs it through a SyncBridge")
+                    else:  # the bridge's loop runs in a thread of its own: the trace context goes along
+                        bridge.call(_telemetry.carried(tier.asettle) if traced else tier.asettle, pending)
 
     async def arun(self, queries: list[Query], kinds: Collection[TierKind] = ALL_KINDS,
                    compute: ComputeRunner = on_a_thread, inline_off_loop: bool = False,
@@ -71,48 +72,12 @@ class Chain:
         """Inline tiers run on the event loop (µs: cheaper than a thread hop; ``inline_off_loop`` for a
         many-text call, where they can take ms), compute tiers through ``compute``, io tiers are awaited.
         ``traced``: as ``run``'s (a compute tier's span includes its wait for the compute runner)."""
-        if traced:
-            await self._arun_traced(queries, kinds, compute, inline_off_loop)
-            return
         for tier in self.tiers:
             if tier.kind in kinds:
                 pending = [q for q in queries if not q.done]
                 if not pending:
                     return
-                if tier.kind == "inline":
-                    if inline_off_loop:
-                        await asyncio.to_thread(tier.settle, pending)
-                    else:
-                        tier.settle(pending)
-                elif tier.kind == "compute":
-                    await compute(tier, pending)
-                else:
-                    await tier.asettle(pending)
-
-    # The traced twins of run and arun: the same turns, each in its tier's span. The untraced loops keep
-    # their steps inline (every query's path: a call less per tier).
-    def _run_traced(self, queries: list[Query], kinds: Collection[TierKind], bridge: SyncBridge | None) -> None:
-        for tier in self.tiers:
-            if tier.kind in kinds:
-                pending = [q for q in queries if not q.done]
-                if not pending:
-                    return
-                with _telemetry.tier_span(tier, pending):
-                    if tier.kind != "io":
-                        tier.settle(pending)
-                    elif bridge is None:
-                        raise RuntimeError(f"tier {tier.name!r} is async: the sync path runs it through a SyncBridge")
-                    else:  # the bridge's loop runs in a thread of its own: the trace context goes along
-                        bridge.call(_telemetry.carried(tier.asettle), pending)
-
-    async def _arun_traced(self, queries: list[Query], kinds: Collection[TierKind], compute: ComputeRunner,
-                           inline_off_loop: bool) -> None:
-        for tier in self.tiers:
-            if tier.kind in kinds:
-                pending = [q for q in queries if not q.done]
-                if not pending:
-                    return
-                with _telemetry.tier_span(tier, pending):
+                with _telemetry.tier_span(tier, pending) if traced else _UNTRACED:
                     if tier.kind == "inline":
                         if inline_off_loop:
                             await asyncio.to_thread(tier.settle, pending)

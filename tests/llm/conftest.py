@@ -57,3 +57,18 @@ def ping(router: Router) -> dict[str, bool]:
             await escalator.http.aclose()
 
     return asyncio.run(probe())
+
+
+class BrokenProvider:
+    """A custom provider whose bug raises a non-router exception: still only a degraded Decision."""
+
+    name = "custom"
+
+    async def complete(self, model: str, request: Any, timeout_s: float) -> Any:
+        raise ZeroDivisionError("bug in a custom backend")
+
+    async def ping(self) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        return None

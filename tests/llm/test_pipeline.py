@@ -15,7 +15,7 @@ from router._decision import TIER_EMBEDDING, TIER_LLM, TIER_STATIC, Decision
 from router.testing import FakeVLLM
 from router.tiers import LOCAL
 from tests.dispatch.conftest import Fakes, fakes  # noqa: F401 - the fixture
-from tests.llm.conftest import ESCALATED, ping
+from tests.llm.conftest import ESCALATED, BrokenProvider, ping
 
 RouterFactory = Callable[..., Router]
 
@@ -237,31 +237,16 @@ def test_readiness_ping(make_router: RouterFactory, vllm: FakeVLLM, vllm_backend
     assert ping(router) == {"vllm": True, "gone": False}
 
 
-class _Broken:
-    """A custom provider whose bug raises a non-router exception: still only a degraded Decision."""
-
-    name = "custom"
-
-    async def complete(self, model: str, request: Any, timeout_s: float) -> Any:
-        raise ZeroDivisionError("bug in a custom backend")
-
-    async def ping(self) -> bool:
-        return False
-
-    async def aclose(self) -> None:
-        return None
-
-
 def test_custom_clients_replace_the_configured_ones(mini_index: Any) -> None:
     from router import ConfigError
     from router.llm import LLMConfig
 
     config = LLMConfig(backends=[{"backend": "memory", "name": "custom"}], gate="on")
-    with Router.load(mini_index, llm=config, providers={"custom": _Broken()}) as router:
+    with Router.load(mini_index, llm=config, providers={"custom": BrokenProvider()}) as router:
         d = router.classify("clock")
         assert d.degraded and d.degraded_reason == "custom: error:ZeroDivisionError"
     with pytest.raises(ConfigError, match=r"\['other'\] name no configured backend; known: custom"):
-        Router.load(mini_index, llm=config, providers={"custom": _Broken(), "other": _Broken()})
+        Router.load(mini_index, llm=config, providers={"custom": BrokenProvider(), "other": BrokenProvider()})
 
 
 def test_decision_carries_as_many_candidates_as_tier2_offers(make_router: RouterFactory, vllm: FakeVLLM,
