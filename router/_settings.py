@@ -1,4 +1,4 @@
-"""The one place the environment is read.
+"""The one place the environment is read (and, for the workers' metrics folder, written).
 
 Paths (``ROUTER_MODELS_DIR``, ``ROUTER_CACHE_DIR``, ``ROUTER_INDEX_DIR``, ``XDG_CACHE_HOME``), the
 server's settings (``ROUTER_SERVE_*``: ``ServeConfig`` is a pydantic-settings model, which reads
@@ -23,6 +23,15 @@ def environ(name: str) -> str | None:
 def environ_names(prefix: str) -> list[str]:
     """The set, non-empty variables whose name starts with ``prefix`` (to refuse a misspelt setting)."""
     return sorted(name for name, value in os.environ.items() if name.startswith(prefix) and value)
+
+
+def export(name: str, value: str | None) -> None:
+    """Set ``name`` for this process and the processes it starts from now on (None: unset it). Used for
+    ``PROMETHEUS_MULTIPROC_DIR``, which prometheus_client reads in each ``--workers`` worker."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def secret(name: str | None) -> str | None:

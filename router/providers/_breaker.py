@@ -4,6 +4,12 @@ States: ``closed`` (calls go through; failures are counted in a sliding window),
 (calls are refused without being made, for ``cooldown_s``), ``half_open`` (one probe call
 goes through; its success closes the breaker, its failure opens it again).
 
+The probe is held by a token, the caller's: a caller whose allowed call was not made after all
+(its budget refused it, it was cancelled, no time was left) gives it back with ``abandon``, so that
+the next caller probes at once. A probe held longer than ``probe_s`` (what ``allow`` was told: the
+call's timeout plus a margin) is presumed lost and the next caller gets it: a prober that never
+reports cannot hold a breaker half-open.
+
 ``Breakers`` is what a ``Chain`` asks, one breaker per ``provider/model`` key, async so that the
 state can live elsewhere: ``LocalBreakers`` keeps them in this process (tier 2, the dispatcher's
 ``memory`` state); ``router.state``'s Redis backend shares them between processes with the same
@@ -16,6 +22,7 @@ a few lines of state, safe from several threads, with an injectable clock for te
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -47,7 +54,8 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures: deque[float] = deque()
         self._opened_at: float | None = None
-        self._probe_in_flight = False
+        self._probe: str | None = None  # the token of the half-open probe in flight
+        self._probe_until = math.inf
 
     @property
     def state(self) -> str:
@@ -61,16 +69,25 @@ class CircuitBreaker:
             return HALF_OPEN
         return OPEN
 
-    def allow(self) -> bool:
-        """True if a call may be made now; in half-open state only one probe at a time."""
+    def allow(self, token: str = "", probe_s: float | None = None) -> bool:
+        """True if a call may be made now; in half-open state only one probe at a time, held by
+        ``token`` for at most ``probe_s`` (None: until its outcome is recorded or it is abandoned)."""
         with self._lock:
             state = self._state_locked()
             if state == CLOSED:
                 return True
-            if state == HALF_OPEN and not self._probe_in_flight:
-                self._probe_in_flight = True
+            if state == HALF_OPEN and (self._probe is None or self._clock() >= self._probe_until):
+                self._probe = token
+                self._probe_until = math.inf if probe_s is None else self._clock() + probe_s
                 return True
             return False
+
+    def abandon(self, token: str = "") -> None:
+        """Give back the half-open probe if ``token`` holds it: its call was not made, or its outcome
+        will not be recorded."""
+        with self._lock:
+            if self._probe == token:
+                self._probe = None
 
     def record_success(self) -> None:
         with self._lock:
@@ -78,10 +95,10 @@ class CircuitBreaker:
                 if self.config.reset_on_success:
                     self._failures.clear()
                 return
-            if self._probe_in_flight:  # the probe answered: close
+            if self._probe is not None:  # the probe answered: close
                 self._failures.clear()
                 self._opened_at = None
-                self._probe_in_flight = False
+                self._probe = None
             # else: a call that began before the breaker opened; its success says nothing new
 
     def record_failure(self) -> None:
@@ -89,7 +106,7 @@ class CircuitBreaker:
             now = self._clock()
             if self._opened_at is not None:  # a failed probe: open again for a full cooldown
                 self._opened_at = now
-                self._probe_in_flight = False
+                self._probe = None
                 return
             self._failures.append(now)
             while self._failures and now - self._failures[0] > self.config.window_s:
@@ -108,9 +125,15 @@ class CircuitBreaker:
 
 class Breakers(Protocol):
     """One breaker per key (``provider/model``). ``record_success``/``record_failure`` return the
-    breaker's state after the record (the attempt's trace record shows it)."""
+    breaker's state after the record (the attempt's trace record shows it).
 
-    async def allow(self, key: str) -> bool: ...
+    ``allow``'s ``token`` names the caller: if it gets the half-open probe, it holds it for at most
+    ``probe_s`` (None: the backend's own bound), and ``abandon(key, token)`` gives it back when no
+    outcome will be recorded; ``abandon`` never raises and does nothing if ``token`` holds no probe."""
+
+    async def allow(self, key: str, token: str = "", probe_s: float | None = None) -> bool: ...
+
+    async def abandon(self, key: str, token: str = "") -> None: ...
 
     async def record_success(self, key: str) -> str: ...
 
@@ -143,8 +166,11 @@ class LocalBreakers:
     def keys(self) -> list[str]:
         return list(self._breakers)
 
-    async def allow(self, key: str) -> bool:
-        return self[key].allow()
+    async def allow(self, key: str, token: str = "", probe_s: float | None = None) -> bool:
+        return self[key].allow(token, probe_s)
+
+    async def abandon(self, key: str, token: str = "") -> None:
+        self[key].abandon(token)
 
     async def record_success(self, key: str) -> str:
         breaker = self[key]

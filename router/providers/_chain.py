@@ -12,7 +12,12 @@ counts as that target's failure (``ProviderUnavailable``, reason ``error:<Type>`
 it never crashes the caller.
 
 Breakers are per (provider, model), behind the async ``Breakers`` Protocol: in this process by
-default (``LocalBreakers``), or shared between processes (the dispatcher's Redis state). A ``Meter``
+default (``LocalBreakers``), or shared between processes (the dispatcher's Redis state). Each attempt
+asks its breaker with a token of its own; an attempt that the breaker let through but whose outcome
+is never recorded (its reservation was refused, no time was left, it was cancelled while waiting
+for its slot or in flight) gives the half-open probe back (``abandon``), so that it never stays held
+for others; a probe whose holder vanished expires after the target's ``timeout_s`` plus
+``PROBE_MARGIN_S``. A ``Meter``
 (the dispatcher's budgets, cost and trace; async, since its state may be remote) is told about
 every attempt: ``reserve`` before it is sent (raising there stops the whole call, nothing is sent),
 then exactly one of ``settled`` (answered), ``spent`` (timed out or cancelled once sent: the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,6 +48,9 @@ from router.providers._config import RetryConfig
 from router.providers._deadline import MIN_ATTEMPT_S, Deadline, Slot
 
 log = logging.getLogger("router.providers")
+# How long a half-open probe may outlive its call's timeout_s (the reservation and settlement around
+# it) before another caller may probe: only a prober that vanished without giving it back waits it out.
+PROBE_MARGIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,8 @@ class Chain:
         attempts: list[Attempt] = []
         for i, target in enumerate(targets):
             fallback_from = primary if target.key != primary else None
-            if not await self.breakers.allow(target.key):
+            token = _token()
+            if not await self._allow(target, token):
                 skipped: ProviderError = CircuitOpen(
                     target.key, f"breaker open, next probe in {await self.breakers.retry_after(target.key):.1f}s")
                 errors.append((target, skipped))
@@ -184,6 +194,7 @@ class Chain:
                 continue
             slot = deadline.slot(targets[i:]) if deadline is not None else None
             if deadline is not None and slot is not None and slot.left() < MIN_ATTEMPT_S:
+                await self.breakers.abandon(target.key, token)  # not tried: a probe it got goes back
                 skipped = ProviderTimeout(target.key, f"not tried: {max(0.0, slot.left()):.2f}s left of its share of "
                                                       f"dispatch_timeout_s={deadline.seconds:g}", reason="deadline")
                 errors.append((target, skipped))
@@ -191,7 +202,7 @@ class Chain:
                                    str(skipped))
                 continue
             try:
-                completion = await self._retrying(target, request, meter, fallback_from, attempts, slot)
+                completion = await self._retrying(target, request, meter, fallback_from, attempts, slot, token)
             except ProviderError as exc:
                 errors.append((target, exc))
                 continue
@@ -199,6 +210,14 @@ class Chain:
         raise FallbacksExhausted(name, [e for _, e in errors], [t.key for t, _ in errors],
                                  spent_tokens=sum(a.tokens for a in attempts),
                                  spent_cost=float(sum((a.cost for a in attempts), Decimal(0))))
+
+    # -- the breaker's probe ------------------------------------------------------------------------
+    async def _allow(self, target: Target, token: str) -> bool:
+        try:
+            return await self.breakers.allow(target.key, token, target.timeout_s + PROBE_MARGIN_S)
+        except asyncio.CancelledError:  # it may have granted the probe before the answer was lost
+            await self.breakers.abandon(target.key, token)
+            raise
 
     # -- retries -----------------------------------------------------------------------------------
     def _should_retry(self, exc: BaseException) -> bool:
@@ -214,20 +233,24 @@ class Chain:
         return float(self._jitter(_Numbered(number)))  # type: ignore[arg-type]  # reads attempt_number only
 
     async def _retrying(self, target: Target, request: ChatRequest, meter: Meter | None, fallback_from: str | None,
-                        attempts: list[Attempt], slot: Slot | None) -> Completion:
+                        attempts: list[Attempt], slot: Slot | None, token: str) -> Completion:
         """Up to ``1 + max_retries`` attempts. The loop is written here rather than run by tenacity's
         AsyncRetrying, which costs about 60 µs a call even when the first attempt answers (it inspects
         its callbacks at each step): this is every model call's path. The policy is tenacity's: retry
         only what ``_should_retry`` allows, wait ``_wait``, and stop early when the wait would not fit
-        the target's deadline slot (the time belongs to the next target, which is tried instead)."""
+        the target's deadline slot (the time belongs to the next target, which is tried instead).
+        ``token``: the first attempt's, already let through by the breaker."""
         last = 1 + self.retry.max_retries
         for number in range(1, last + 1):
-            if number > 1 and not await self.breakers.allow(target.key):
-                raise CircuitOpen(target.key, "breaker opened during retries; moving to the next model")
+            if number > 1:
+                token = _token()
+                if not await self._allow(target, token):
+                    raise CircuitOpen(target.key, "breaker opened during retries; moving to the next model")
             # Within the slot: min(timeout_s, what is left of it), so the next target keeps its share.
             timeout_s = target.timeout_s if slot is None else min(target.timeout_s, max(MIN_ATTEMPT_S, slot.left()))
             try:
-                return await self._attempt(target, request, number, meter, fallback_from, attempts, timeout_s)
+                return await self._attempt(target, request, number, meter, fallback_from, attempts, timeout_s,
+                                           token)
             except ProviderError as exc:
                 if number == last or not self._should_retry(exc):
                     raise
@@ -239,47 +262,63 @@ class Chain:
 
     # -- one attempt -------------------------------------------------------------------------------
     async def _attempt(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
-                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float) -> Completion:
+                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float, token: str) -> Completion:
         slot = self._slot(target)
         if slot is None:
-            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s)
-        async with slot:  # waited for before the reservation and the timeout: nothing is sent yet
-            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s)
+            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s, token)
+        try:  # waited for before the reservation and the timeout: nothing is sent yet
+            await slot.acquire()
+        except BaseException:  # cancelled while waiting: not tried, so a probe it got goes back
+            await self.breakers.abandon(target.key, token)
+            raise
+        try:
+            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s, token)
+        finally:
+            slot.release()
 
     async def _metered(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
-                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float) -> Completion:
+                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float, token: str) -> Completion:
         if request.max_tokens != target.max_tokens:  # the target's own output cap
             request = replace(request, max_tokens=target.max_tokens)
-        handle = await meter.reserve(target, request) if meter is not None else None
-        started = time.perf_counter()
+        recorded = False  # whether the breaker was told this attempt's outcome; if not, its probe goes back
         try:
-            completion = await self._timed(target, request, timeout_s)
-        except ProviderTimeout as exc:
-            # The request went out and the provider may still bill it: metered at the reserved worst
-            # case (an upper bound, like every reservation), never forgotten.
-            state = await self.breakers.record_failure(target.key)
-            await self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                              f"{exc}; metered at the reserved worst case", timeout_s, state)
-            raise
-        except ProviderError as exc:  # refused or failed before any work was billed (4xx, 429, 5xx, no connection)
-            if meter is not None:
-                await meter.released(handle)
-            state = await self.breakers.record_failure(target.key)
-            log.warning("%s failed: %s", target.key, exc)
-            await self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0),
-                               fallback_from, str(exc), timeout_s, state)
-            raise
-        except BaseException:
-            # Cancelled from outside (a dispatch cut at shutdown, a caller's own timeout) once the
-            # request may have gone out: metered the same way, and traced as a timeout.
-            await self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                              "cancelled once sent; metered at the reserved worst case", timeout_s)
-            raise
-        cost = await meter.settled(handle, target, completion) if meter is not None else Decimal(0)
-        state = await self.breakers.record_success(target.key)
-        await self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from, None,
-                           timeout_s, state)
-        return completion
+            handle = await meter.reserve(target, request) if meter is not None else None
+            started = time.perf_counter()
+            try:
+                completion = await self._timed(target, request, timeout_s)
+            except ProviderTimeout as exc:
+                # The request went out and the provider may still bill it: metered at the reserved worst
+                # case (an upper bound, like every reservation), never forgotten.
+                state = await self.breakers.record_failure(target.key)
+                recorded = True
+                await self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                                  f"{exc}; metered at the reserved worst case", timeout_s, state)
+                raise
+            except ProviderError as exc:  # refused or failed before any work was billed (4xx, 429, 5xx, no connection)
+                if meter is not None:
+                    await meter.released(handle)
+                state = await self.breakers.record_failure(target.key)
+                recorded = True
+                log.warning("%s failed: %s", target.key, exc)
+                await self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0),
+                                   fallback_from, str(exc), timeout_s, state)
+                raise
+            except BaseException:
+                # Cancelled from outside (a dispatch cut at shutdown, a caller's own timeout) once the
+                # request may have gone out: metered the same way, and traced as a timeout. Its outcome
+                # is unknown, so the breaker is not told one.
+                await self._spent(meter, handle, attempts, target, number, started, fallback_from,
+                                  "cancelled once sent; metered at the reserved worst case", timeout_s)
+                raise
+            cost = await meter.settled(handle, target, completion) if meter is not None else Decimal(0)
+            state = await self.breakers.record_success(target.key)
+            recorded = True
+            await self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from,
+                               None, timeout_s, state)
+            return completion
+        finally:
+            if not recorded:
+                await self.breakers.abandon(target.key, token)
 
     async def _timed(self, target: Target, request: ChatRequest, timeout_s: float) -> Completion:
         provider = self.providers[target.provider]
@@ -324,3 +363,9 @@ class Chain:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _token() -> str:
+    """An attempt's name for its breaker: unique across processes and hosts (a shared breaker's probe
+    is given back only by the token that holds it)."""
+    return secrets.token_hex(8)

@@ -56,15 +56,19 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
         hangup = _on_sighup(service.schedule_reload)
         yield
         if hangup is not None:
-            asyncio.get_running_loop().remove_signal_handler(hangup)
-        await service.stop()
-        if dispatcher is not None:
-            await dispatcher.aclose()
+            _ignore_sighup(hangup[0])
+        try:
+            await service.stop()
+            if dispatcher is not None:
+                await dispatcher.aclose()  # flushes the state's outbox: a SIGHUP must not cut it
+        finally:
+            if hangup is not None and hangup[1] is not None:
+                signal.signal(*hangup)  # the disposition before serving (a library caller's main thread)
         log.warning("router: drained and stopped")
 
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
     install_error_handlers(app, service.metrics)
-    families = [classify_router(service.router.limits, ClassifyServing(service)),
+    families = [classify_router(service.limits, ClassifyServing(service)),
                 not_configured if dispatcher is None else dispatch_routes,
                 admin_router(AdminServing(service, keyed=bool(config.api_key_env)))]
     if dispatcher is not None:
@@ -103,16 +107,26 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
     return app
 
 
-def _on_sighup(reload: Callable[[], None]) -> int | None:
+def _on_sighup(reload: Callable[[], None]) -> tuple[int, Any] | None:
     """SIGHUP reloads the index, in this process (each worker of ``--workers N`` gets its own from the
-    supervisor). Returns the signal, or None where there is none (Windows) or this is not the main thread
-    (a server run in a thread, as the tests do): only the main thread can take a signal."""
+    supervisor). Returns the signal and its disposition before, or None where there is none (Windows) or
+    this is not the main thread (a server run in a thread, as the tests do): only the main thread can take
+    a signal."""
     hangup = getattr(signal, "SIGHUP", None)
     if hangup is None:
         return None
+    before = signal.getsignal(hangup)
     try:
         asyncio.get_running_loop().add_signal_handler(hangup, reload)
     except (ValueError, RuntimeError, NotImplementedError) as exc:
         log.debug("router: SIGHUP not handled here (%s)", exc)
         return None
-    return int(hangup)
+    return int(hangup), before
+
+
+def _ignore_sighup(hangup: int) -> None:
+    """From the end of serving to the end of the shutdown. Removing the loop's handler puts SIGHUP back to
+    its default, which terminates: one arriving then would kill the process while it closes the old
+    indexes and flushes the dispatcher's outbox. A reload has nothing to do by then: ignored."""
+    asyncio.get_running_loop().remove_signal_handler(hangup)
+    signal.signal(hangup, signal.SIG_IGN)

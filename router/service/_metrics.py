@@ -11,7 +11,6 @@ replaced then, service/_workers.py), while a scrape-time reading can only be the
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from router._decision import Decision
+from router._settings import environ
 from router.llm._gate import was_escalated
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 4, 8)
@@ -149,6 +149,6 @@ class Metrics:
         previous, self._index_labels = self._index_labels, (name, version, built_at)
         if previous is not None and previous != self._index_labels:
             self.index_info.labels(*previous).set(0)
-            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the condition prometheus_client itself reads
+            if not environ("PROMETHEUS_MULTIPROC_DIR"):  # the condition prometheus_client itself reads
                 self.index_info.remove(*previous)
         self.index_info.labels(name, version, built_at).set(1)

@@ -10,7 +10,8 @@ the loop. A request holds the index it started on to its end: the micro-batcher'
 own tier, so even queries queued before the swap run on the old index's encoder. A replaced Router
 is closed once the last request holding it is done (a count, not a timer: none is cut, none waits
 longer than it must). An index that fails to load or fails its checks is refused and the old one
-keeps serving. Reloads run one at a time; a second one waits for the first.
+keeps serving; so is one with other request limits (the HTTP schema states the ones of the start).
+Reloads run one at a time; a second one waits for the first.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from router._artifact import IndexManifest
 from router._config import EncoderConfig
 from router._decision import Decision
 from router._router import OpenedIndex, Router
-from router.errors import RouterError
+from router.errors import ConfigError, RouterError
 from router.service._batcher import MicroBatcher
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
@@ -84,13 +85,14 @@ class ServedIndex:
     many requests hold it now. A request holds the ServedIndex it started on, so a reload never changes the
     index under it; a replaced one is closed (``retire``) when the last request holding it lets go."""
 
-    __slots__ = ("index", "router", "users", "_idle")
+    __slots__ = ("index", "router", "users", "_idle", "_stopped")
 
     def __init__(self, router: Router) -> None:
         self.router = router
         self.index = IndexIdentity.of(router.artifact.manifest)
         self.users = 0
         self._idle: asyncio.Event | None = None  # set once retired: the last user sets it
+        self._stopped = False  # the server stops: no more waiting for requests
 
     def release(self) -> None:
         self.users -= 1
@@ -98,11 +100,20 @@ class ServedIndex:
             self._idle.set()
 
     async def retire(self) -> None:
-        """Wait for the requests that still hold this index, then close its Router (tier 2's clients)."""
-        if self.users:
+        """Wait for the requests that still hold this index (until ``stop_waiting``), then close its Router
+        (tier 2's clients)."""
+        if self.users and not self._stopped:
             self._idle = asyncio.Event()
             await self._idle.wait()
         await self.router.aclose()
+
+    def stop_waiting(self) -> None:
+        """The server stops: ``retire`` closes the Router now, whatever request still holds it. Not a
+        cancel: a retire cancelled inside ``Router.aclose`` would leave it half-closed for good (the Router
+        counts itself closed from the start of its aclose, so a second aclose returns at once)."""
+        self._stopped = True
+        if self._idle is not None:
+            self._idle.set()
 
 
 def _encoder_thread() -> None:
@@ -144,11 +155,14 @@ class ClassifierService:
             expected=lambda: self.in_flight, observe=self.metrics.batch_size.observe,
             cost=_tokens, max_cost=config.batch_max_tokens)
         self.serving = self._serve(router)
+        # The request limits of the index served at start: the HTTP layer's body model states them, and a
+        # reload keeps them (``_check_limits``).
+        self.limits = router.limits
         # Reloads one at a time; each runs as a task of its own, so a request that gives up (its deadline)
         # cannot stop one half-way. Retired indexes wait here for their last request.
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._retired: set[ServedIndex] = set()
+        self._retired: dict[ServedIndex, asyncio.Task[None]] = {}  # each with its retire task
         self.in_flight = 0  # requests inside the server under max_in_flight, kept by the Guard middleware
         self.dispatch_in_flight = 0  # the dispatcher's, under max_dispatch_in_flight (probes are in neither)
         self.encoder_warm = False
@@ -191,20 +205,27 @@ class ClassifierService:
         await self.batcher.stop()
         self._encoder.shutdown(wait=True)
         await self.router.aclose()
-        # Retired indexes still waiting for a request: the server is done with them all.
-        retired, tasks = list(self._retired), list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Retired indexes still waiting for a request: the server is done with them all. Their retire tasks
+        # are let through to their aclose and awaited, not cancelled (ServedIndex.stop_waiting says why);
+        # the other tasks are reloads, refused by now (draining) or waiting for the lock: cancelled.
+        retired, retiring = list(self._retired), list(self._retired.values())
         for serving in retired:
-            await serving.router.aclose()
+            serving.stop_waiting()
+        others = [task for task in self._tasks if task not in retiring]
+        for task in others:
+            task.cancel()
+        outcomes = await asyncio.gather(*retiring, *others, return_exceptions=True)
+        for serving, outcome in zip(retired, outcomes, strict=False):  # the first len(retired) are theirs
+            if isinstance(outcome, BaseException):
+                log.error("router: closing the replaced index %s failed: %r", serving.index.label, outcome)
 
     # -- reload ------------------------------------------------------------------------------------
     async def reload(self, index: str | None = None) -> dict[str, Any]:
         """Load ``index`` (default: the configured ``--index``, read from disk again; or another name or
         folder) beside the serving one, warm it, and swap it in. Answers ``{"status": "reloaded", "index",
         "previous", "seconds"}``, or ``{"status": "refused", "detail", "serving"}`` when the index fails to
-        load or its checks (IndexLoadError, StaleIndexError, ConfigError): the old index keeps serving."""
+        load or its checks (IndexLoadError, StaleIndexError, ConfigError, other request limits than the
+        served ones): the old index keeps serving."""
         # Shielded: a caller that stops waiting does not stop the reload between its load and its swap.
         return await asyncio.shield(self._spawn(self._reload(index)))
 
@@ -227,6 +248,7 @@ class ClassifierService:
                     raise RouterError("the server is draining")
                 router = await asyncio.to_thread(load_router, self.config, index)  # reads and hashes: off the loop
                 try:
+                    self._check_limits(router)
                     # Warmed through the Router's own runner (a worker thread): the encoder thread keeps
                     # serving, and the new encoder's slow first call is paid before it takes traffic.
                     await router.aopen()
@@ -246,9 +268,21 @@ class ClassifierService:
             return {"status": "reloaded", "index": self.serving.index.as_dict(), "previous": previous.as_dict(),
                     "seconds": seconds}
 
+    def _check_limits(self, router: Router) -> None:
+        """Refuse (``ConfigError``) an index whose request limits differ from the ones served since start:
+        the /v1/classify body model, and so the OpenAPI schema clients read, is built from them once."""
+        new, served = router.limits, self.limits
+        if new == served:
+            return
+        differ = ", ".join(f"limits.{field}={getattr(new, field)} (serving {getattr(served, field)})"
+                           for field in type(new).model_fields if getattr(new, field) != getattr(served, field))
+        raise ConfigError(f"index {router.artifact.manifest.name!r} has other request limits: {differ}. The "
+                          "/v1/classify schema states the limits the server started with: restart the server to "
+                          "serve new limits (a reload keeps them)")
+
     def _retire(self, old: ServedIndex) -> None:
-        self._retired.add(old)
-        self._spawn(old.retire()).add_done_callback(lambda _: self._retired.discard(old))
+        self._retired[old] = self._spawn(old.retire())
+        self._retired[old].add_done_callback(lambda _: self._retired.pop(old, None))
 
     # -- readiness ---------------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -8,7 +8,8 @@ and each runs the one-process server (``build_server``: the guarded protocol, th
 shutdown, uvloop) on that socket. The parent
 
 - forwards SIGTERM and SIGINT, the draining stop, to every worker (a second signal forwards again:
-  the workers skip the rest of the drain delay), and SIGHUP, reload, to every worker that is serving;
+  the workers skip the rest of the drain delay), and SIGHUP, reload, to every worker that is serving
+  (none once they stop: each ignores SIGHUP from its shutdown on);
 - restarts a worker that dies unexpectedly, after a backoff that doubles with each failure in a row
   (0.5 s up to 30 s; reset once a worker has served ``STABLE_S``), each restart on stderr, so a crash
   loop is visible and slow, not a busy loop;
@@ -17,7 +18,8 @@ shutdown, uvloop) on that socket. The parent
 - returns (exit 0) once every worker has stopped after a signal.
 
 Workers sit in their own process group, so a Ctrl-C on the terminal reaches the parent only and each
-worker gets exactly the signals forwarded to it; a worker whose parent is gone (SIGKILL) stops itself.
+worker gets exactly the signals forwarded to it (from its spawn to its setpgid it holds the terminal's
+signals, then drops any that came); a worker whose parent is gone (SIGKILL) stops itself.
 
 What is per worker: the micro-batcher, the encoder and its threads (``encoder_threads`` defaults to
 each worker's share of the cores), tier 2's connections, the dispatcher's connections. What is shared:
@@ -27,7 +29,7 @@ the port, and the dispatcher's budgets, approvals and breakers only through a sh
 Metrics: prometheus_client's multiprocess mode. Each worker writes its samples to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (a temporary folder made here, unless it is set), and ``/metrics`` on any
 worker answers every worker's counters and histograms summed; a gauge has one series per worker
-(a ``pid`` label). The files of a dead worker's gauges are removed when it is restarted.
+(a ``pid`` label). The files of a dead worker's gauges are removed when it dies.
 """
 
 from __future__ import annotations
@@ -43,13 +45,16 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from router._settings import environ, export
 from router.errors import ConfigError, RouterError
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
@@ -62,6 +67,9 @@ STABLE_S = 30.0  # a worker that served this long before it died starts a new co
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNAL = signal.SIGHUP
+# What a terminal sends its foreground process group (Ctrl-C, a hang-up), which a new worker is in until
+# its setpgid: held from its spawn to then (``terminal_signals_held``, ``own_process_group``).
+TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGHUP})
 
 
 def _say(message: str) -> None:
@@ -105,13 +113,13 @@ def bind_socket(config: ServeConfig) -> socket.socket:
 # -- in the worker process ---------------------------------------------------------------------------
 def run_worker(config: ServeConfig, sock: socket.socket, number: int, ready: Connection) -> None:
     """A worker's whole life: build the server, say when it is serving, serve until told to stop."""
-    os.setpgid(0, 0)  # out of the terminal's process group: its signals come from the supervisor alone
+    own_process_group()
     try:
         server = build_server(config)
     except RouterError as exc:
         _say(f"error: worker {number}: {exc}")
         sys.exit(1)
-    if os.environ.get(METRICS_DIR):
+    if environ(METRICS_DIR):
         count_across_workers(server.service.metrics)
 
     def started() -> None:
@@ -121,6 +129,34 @@ def run_worker(config: ServeConfig, sock: socket.socket, number: int, ready: Con
     server.on_started = started
     threading.Thread(target=_stop_with_parent, args=(server,), name="supervisor-watch", daemon=True).start()
     server.run(sockets=[sock])
+
+
+def own_process_group() -> None:
+    """Leave the terminal's process group, so that its signals come from the supervisor alone. The worker
+    has held the terminal's signals since its spawn (``terminal_signals_held``): one that came before this
+    point was meant for the supervisor, which got it too. It is dropped (setting SIG_IGN discards a pending
+    signal), then the signals are taken again with their handlers as they were."""
+    os.setpgid(0, 0)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in TERMINAL_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def terminal_signals_held() -> Iterator[None]:
+    """Block the terminal's signals in the supervisor while it spawns a worker. The child inherits the mask
+    (not the pending signals), so a Ctrl-C on the terminal between its start and its setpgid stays pending
+    there instead of interrupting its imports with a KeyboardInterrupt traceback (``own_process_group``
+    drops it); the supervisor's own copy of it is delivered when the block is lifted."""
+    # A spawn first starts multiprocessing's resource tracker, and CPython unblocks SIGINT after starting it
+    # (whatever the mask was): started before the block, so that nothing lifts it under us.
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def count_across_workers(metrics: Metrics) -> None:
@@ -192,8 +228,8 @@ class Supervisor:
         # The handlers only queue the signal; the loop, woken by the wake-up fd, forwards it.
         previous_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (*STOP_SIGNALS, RELOAD_SIGNAL)}
-        self._metrics_dir = self._prepare_metrics_dir()
         try:
+            self._metrics_dir = self._prepare_metrics_dir()
             for worker in self.workers:
                 self._start(worker)
             self._watch(wake_r)
@@ -246,7 +282,8 @@ class Supervisor:
         reader, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=run_worker, args=(self.config, self.sock, worker.number, writer),
                                        name=f"router-worker-{worker.number}")
-        process.start()
+        with terminal_signals_held():
+            process.start()
         writer.close()  # the worker holds the only writer: its death reads as EOF here
         worker.process, worker.pid, worker.ready_pipe, worker.ready = process, process.pid or 0, reader, False
 
@@ -296,7 +333,7 @@ class Supervisor:
                 _say(f"{signal.Signals(sig).name}: stopping {len(self.workers)} workers (draining)")
             self.stopping = True
             self._stop_all(sig)
-        else:
+        elif not self.stopping:  # a reload while the workers stop has nothing to do, and would only be refused
             for worker in self.workers:
                 if worker.process is not None and worker.ready:
                     self._kill(worker, sig)
@@ -319,21 +356,25 @@ class Supervisor:
     def _prepare_metrics_dir(self) -> str:
         """Where the workers' metrics go: ``PROMETHEUS_MULTIPROC_DIR`` when set, its old files removed (the
         library's rule: they would add a previous run's counts), else a temporary folder of our own."""
-        given = os.environ.get(METRICS_DIR)
+        given = environ(METRICS_DIR)
         if given:
-            Path(given).mkdir(parents=True, exist_ok=True)
-            for stale in Path(given).glob("*.db"):
-                stale.unlink()
+            try:
+                Path(given).mkdir(parents=True, exist_ok=True)
+                for stale in Path(given).glob("*.db"):
+                    stale.unlink()
+            except OSError as exc:
+                raise ConfigError(f"{METRICS_DIR}={given!r}: cannot hold the workers' metrics files there: "
+                                  f"{exc.strerror or exc}") from exc
             return given
         path = tempfile.mkdtemp(prefix="router-metrics-")
-        os.environ[METRICS_DIR] = path  # inherited by every worker spawned from now on
+        export(METRICS_DIR, path)  # inherited by every worker spawned from now on
         self._own_metrics_dir = True
         return path
 
     def _remove_metrics_dir(self) -> None:
         if self._own_metrics_dir and self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
-            os.environ.pop(METRICS_DIR, None)
+            export(METRICS_DIR, None)
 
     def _forget_gauges(self, pid: int) -> None:
         """A dead worker's gauges (in flight, the index serving) no longer describe anything: drop them.

@@ -56,14 +56,28 @@ class BudgetConfig(Strict):
     def switched_off(self) -> list[str]:
         return [name for name in BUDGETS if getattr(self, name) is None]
 
+    def left(self, tokens: int, cost: Decimal, hour_cost: Decimal, steps: int) -> dict[str, Any]:
+        """What remains of each budget after this use (None where switched off): what every state's
+        ``left`` and ``totals`` report. ``hour_cost``: settled by all sessions in the rolling hour."""
+        zero = Decimal(0)
+        return {
+            "session_tokens": None if self.session_tokens is None else max(0, self.session_tokens - tokens),
+            "session_cost_usd": None if self.session_cost_usd is None
+            else float(max(zero, self.session_cost_usd - cost)),
+            "hourly_cost_usd": None if self.hourly_cost_usd is None
+            else float(max(zero, self.hourly_cost_usd - hour_cost)),
+            "session_steps": None if self.session_steps is None else max(0, self.session_steps - steps),
+        }
+
 
 @dataclass(frozen=True)
 class StateLimits:
     """The limits a state enforces, from the model-routing file (``ModelRoutingConfig.state_limits()``).
 
-    ``hold_s``: the longest a reservation, a running approval or a breaker probe may be held by a
-    process before it is presumed dead and let go (a crashed process must not hold a budget, an
-    approval or a breaker forever): longer than any one call or step can take.
+    ``hold_s``: the longest a reservation or a running approval may be held by a process before it
+    is presumed dead and let go (a crashed process must not hold a budget or an approval forever):
+    longer than any one call or step can take. (A breaker probe expires sooner: its call's
+    ``timeout_s`` plus a margin; ``hold_s`` only when the caller gives no ``probe_s``.)
     """
 
     budgets: BudgetConfig = field(default_factory=BudgetConfig)

@@ -174,19 +174,7 @@ class Ledger:
 
     def _left(self, usage: SessionUsage) -> dict[str, Any]:
         self._expire_hour()
-        b = self.budgets
-
-        def rest(limit: Any, used: Any) -> Any:
-            return None if limit is None else max(type(used)(0), limit - used)
-
-        return {
-            "session_tokens": rest(b.session_tokens, usage.tokens),
-            "session_cost_usd": None if b.session_cost_usd is None
-            else float(rest(b.session_cost_usd, usage.cost)),
-            "hourly_cost_usd": None if b.hourly_cost_usd is None
-            else float(rest(b.hourly_cost_usd, self._hour_cost)),
-            "session_steps": rest(b.session_steps, usage.steps),
-        }
+        return self.budgets.left(usage.tokens, usage.cost, self._hour_cost, usage.steps)
 
     def left(self, session: str) -> dict[str, Any]:
         """What remains of each budget (None where switched off)."""

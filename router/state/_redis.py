@@ -31,16 +31,18 @@ key                                type    holds (TTL)
 ``pending:<session>``              zset    the same for one session (``approval_ttl_s``)
 ``breaker:<provider/model>``       hash    opened (ms) while the breaker is open or half-open
 ``breaker_failures:<provider/model>``  zset  failures within ``window_s`` (``window_s``)
-``breaker_probe:<provider/model>`` string  the half-open probe in flight (``hold_s``)
+``breaker_probe:<provider/model>`` string  the half-open probe in flight: its holder's token (the
+                                           probing call's ``timeout_s`` plus a margin)
 =================================  ======  ==========================================================
 
 Failures: any Redis error or timeout (``timeout_s``) in ``step``, ``reserve``, a breaker's ``allow``
 or an approval call raises ``StateUnavailable`` (HTTP 503 with Retry-After): nothing is sent
 unmetered. A ``settle`` or ``release`` that cannot reach Redis is kept in an in-process outbox,
 retried in the background and before the next ``step``/``reserve`` (refused while it is not
-empty), and flushed at ``aclose``; each is applied once (``done:<id>``). Redis Cluster is not
-supported (the scripts touch keys they derive); one primary (with replicas or Sentinel for
-failover) is. For budgets to survive a Redis restart, run it with ``appendonly yes``.
+empty), and flushed at ``aclose``; each is applied once (``done:<id>``, within the bound that
+``_redis_budgets.py`` states). A ``reserve`` whose answer was lost owes the release of its id.
+Redis Cluster is not supported (the scripts touch keys they derive); one primary (with replicas
+or Sentinel for failover) is. For budgets to survive a Redis restart, run it with ``appendonly yes``.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ class RedisState:
         return self.prefix + ":".join(parts)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "url": self.url, "prefix": self.prefix, "outbox": self.budgets.owed()}
+        return {"backend": self.name, "url": self.url, "prefix": self.prefix, "outbox": self.budgets.owed(),
+                "outbox_overdue": self.budgets.overdue()}
 
     # -- connections -------------------------------------------------------------------------------
     def _client(self) -> Redis:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.errors import ApprovalError, ApprovalRunning, TooManyApprovals
 from router.state._protocol import PendingAction
+from router.state._units import ms
 
 if TYPE_CHECKING:
     from router.state._redis import RedisState
@@ -25,8 +26,8 @@ class RedisApprovals:
         self.state = state
         limits = state.limits
         self.ttl_s = limits.approval_ttl_s
-        self._ttl_ms = max(1, int(limits.approval_ttl_s * 1000))
-        self._hold_ms = max(1, int(limits.hold_s * 1000))
+        self._ttl_ms = ms(limits.approval_ttl_s)
+        self._hold_ms = ms(limits.hold_s)
         self._max_pending = limits.max_pending_approvals
         self._max_per_session = limits.max_pending_approvals_per_session
 

@@ -1,11 +1,13 @@
 """Breakers in Redis: one per ``provider/model``, shared, so a provider that is down is found out by
 one replica for all of them. The states and rules are ``router/providers/_breaker.py``'s
-(``breaker.lua``); the half-open probe flag expires after ``hold_s``, so a prober that died cannot
-hold the breaker half-open for ever.
+(``breaker.lua``). The half-open probe key holds the prober's token and expires after the probe's
+``probe_s`` (the chain passes the call's ``timeout_s`` plus a margin; ``hold_s`` when none is given),
+so a prober that died cannot hold the breaker half-open for long; ``abandon`` deletes it at once, and
+only if the caller's token still holds it.
 
 ``allow`` fails closed (``StateUnavailable``: no call is sent). A failed ``record_success`` or
 ``record_failure`` is logged and reads ``unknown``: the call it records is over and metered, and
-the next ``allow`` asks Redis again.
+the next ``allow`` asks Redis again. A failed ``abandon`` is logged: the probe then expires.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from router.errors import StateUnavailable
+from router.state._units import ms
 
 if TYPE_CHECKING:
     from router.state._redis import RedisState
@@ -28,14 +31,15 @@ class RedisBreakers:
         self.redis = redis
         config = redis.limits.breaker
         self.config = config
-        self._args = [config.failures, max(1, int(config.window_s * 1000)), max(1, int(config.cooldown_s * 1000)),
-                      "1" if config.reset_on_success else "0", max(1, int(redis.limits.hold_s * 1000))]
+        self._args = [config.failures, ms(config.window_s), ms(config.cooldown_s),
+                      "1" if config.reset_on_success else "0"]
+        self._hold_ms = ms(redis.limits.hold_s)
 
-    async def _run(self, op: str, key: str) -> list[Any]:
+    async def _run(self, op: str, key: str, token: str = "", probe_ms: int = 0) -> list[Any]:
         k = self.redis.key
         answer: list[Any] = await self.redis.script(
             "breaker", [k("breaker", key), k("breaker_failures", key), k("breaker_probe", key)],
-            [op, *self._args, uuid.uuid4().hex if op == "failure" else ""])
+            [op, *self._args, probe_ms or self._hold_ms, uuid.uuid4().hex if op == "failure" else token])
         return answer
 
     async def _record(self, op: str, key: str) -> str:
@@ -45,8 +49,15 @@ class RedisBreakers:
             log.warning("redis state: breaker %s of %s not recorded: %s", op, key, exc.detail)
             return UNKNOWN
 
-    async def allow(self, key: str) -> bool:
-        return bool(int((await self._run("allow", key))[0]))
+    async def allow(self, key: str, token: str = "", probe_s: float | None = None) -> bool:
+        return bool(int((await self._run("allow", key, token, 0 if probe_s is None else ms(probe_s)))[0]))
+
+    async def abandon(self, key: str, token: str = "") -> None:
+        try:
+            await self._run("abandon", key, token)
+        except StateUnavailable as exc:
+            log.warning("redis state: the half-open probe of %s was not given back (it expires on its own): %s",
+                        key, exc.detail)
 
     async def record_success(self, key: str) -> str:
         return await self._record("success", key)

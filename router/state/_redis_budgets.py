@@ -11,7 +11,16 @@ The outbox: a settle or release that cannot reach Redis is kept here, in order, 
 ``retry_after_s`` in the background and before each ``step``/``reserve``, which are refused
 (``StateUnavailable``) until it is empty: nothing reserved before an outage is lost or charged
 twice, and no new call is sent while the ledger is behind. ``aclose`` flushes it and logs at
-CRITICAL what it could not apply.
+CRITICAL what it could not apply. A ``reserve`` whose answer was lost (a timeout, a cancellation:
+the script may have run) owes a release of its id too, so that no orphan reservation holds budget
+until ``hold_s``; if the script never ran, that release only marks the id done, and a reserve
+script arriving after it holds nothing.
+
+The bound: "applied once" rests on ``done:<id>``, kept ``max(session_ttl_s, hold_s)`` after the
+first try that reached Redis. An item still owed after that long (Redis unreachable, from this
+process, for a day by default) might be applied twice if that first try did run: it is logged at
+CRITICAL once it is that old, and counted by ``overdue()`` (``describe()["outbox_overdue"]``,
+shown by ``/readyz``), so an operator can reconcile it against the trace.
 """
 
 from __future__ import annotations
@@ -19,34 +28,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from router.errors import BudgetExceeded, SessionsFull, StateUnavailable
 from router.state._protocol import Reservation, SessionTotals
+from router.state._units import from_pico, ms, to_pico
 
 if TYPE_CHECKING:
     from router.state._redis import RedisState
 
 log = logging.getLogger("router.state")
-PICO = Decimal(10) ** 12
 ZERO = Decimal(0)
-
-
-def to_pico(cost: Decimal) -> int:
-    """Dollars to whole picodollars (costs are quantized far coarser; a finer one is rounded up)."""
-    return int((cost * PICO).to_integral_value(ROUND_CEILING))
-
-
-def from_pico(pico: int | str) -> Decimal:
-    return Decimal(int(pico)) / PICO
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 def _limit(value: Any, money: bool = False) -> str:
@@ -58,12 +55,15 @@ def _limit(value: Any, money: bool = False) -> str:
 
 @dataclass(eq=False)
 class _Owed:
-    """A settle (``charge``) or release not yet applied in Redis."""
+    """A settle (``charge``) or release not yet applied in Redis. ``since``: when it was first tried
+    (this process's monotonic clock); ``overdue``: logged as older than its ``done:<id>`` mark."""
 
     reservation: Reservation
     tokens: int
     pico: int
     charge: bool
+    since: float = field(default_factory=time.monotonic)
+    overdue: bool = False
 
     def __str__(self) -> str:
         r = self.reservation
@@ -75,9 +75,9 @@ class RedisBudgets:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.budgets = state.limits.budgets
-        self._ttl_ms = _ms(self.budgets.session_ttl_s)
-        self._hold_ms = _ms(state.limits.hold_s)
-        # A replayed settle must find its mark for as long as an outbox may hold it.
+        self._ttl_ms = ms(self.budgets.session_ttl_s)
+        self._hold_ms = ms(state.limits.hold_s)
+        # A replayed settle must find its mark for as long as an outbox may hold it (past that: overdue()).
         self._done_ms = max(self._ttl_ms, self._hold_ms)
         self._lock = threading.Lock()  # the outbox is shared by every loop of the process
         self._outbox: deque[_Owed] = deque()
@@ -88,11 +88,16 @@ class RedisBudgets:
         return [k("session", session), k("sessions"), k("reservations"), k("reservation_amounts"),
                 k("reserved_cost"), k("hour")]
 
+    def _done(self, rid: str) -> str:
+        return self.state.key("done", rid)
+
     # -- refusals ----------------------------------------------------------------------------------
     def _check(self, answer: list[Any], session: str, tokens: int = 0, cost: Decimal = ZERO) -> None:
         kind, b, scope = answer[0], self.budgets, f"session {session!r}"
         if kind == "ok":
             return
+        if kind == "released":  # only a script arriving after the client gave up on it, and owed its release
+            raise self.state.unavailable("the reservation was released before it was made")
         if kind == "sessions_full":
             raise SessionsFull(b.max_sessions, max(1.0, int(answer[1]) / 1000))
         if kind == "session_steps":
@@ -119,10 +124,18 @@ class RedisBudgets:
     async def reserve(self, session: str, tokens: int, cost: Decimal) -> Reservation:
         await self._ready()
         b, rid = self.budgets, uuid.uuid4().hex
-        answer = await self.state.script("budget_reserve", self._keys(session), [
-            self.state.prefix, session, rid, tokens, to_pico(cost), _limit(b.session_tokens),
-            _limit(b.session_cost_usd, money=True), _limit(b.hourly_cost_usd, money=True), self._ttl_ms,
-            self._hold_ms, b.max_sessions])
+        try:
+            answer = await self.state.script("budget_reserve", [*self._keys(session), self._done(rid)], [
+                self.state.prefix, session, rid, tokens, to_pico(cost), _limit(b.session_tokens),
+                _limit(b.session_cost_usd, money=True), _limit(b.hourly_cost_usd, money=True), self._ttl_ms,
+                self._hold_ms, b.max_sessions])
+        except (StateUnavailable, asyncio.CancelledError) as exc:
+            # The script may have run though its answer was lost: the reservation would be held, by no
+            # one, until hold_s. Its release is owed (a no-op, or a mark that stops a late script).
+            why = exc.detail if isinstance(exc, StateUnavailable) else "cancelled"
+            self._owe(_Owed(Reservation(session, tokens, cost, rid), 0, 0, charge=False),
+                      f"its reserve's answer was lost ({why}); it may have been held")
+            raise
         self._check(answer, session, tokens, cost)
         if int(answer[1]):
             log.warning("redis state: %s reservation(s) held past hold_s=%gs were let go (their process died, or "
@@ -146,16 +159,8 @@ class RedisBudgets:
         return [int(v) for v in answer[1:5]], settled
 
     def _left(self, fields: list[int], hour_pico: int) -> dict[str, Any]:
-        b = self.budgets
         tokens, cost, _, steps = fields
-        return {
-            "session_tokens": None if b.session_tokens is None else max(0, b.session_tokens - tokens),
-            "session_cost_usd": None if b.session_cost_usd is None
-            else float(max(ZERO, b.session_cost_usd - from_pico(cost))),
-            "hourly_cost_usd": None if b.hourly_cost_usd is None
-            else float(max(ZERO, b.hourly_cost_usd - from_pico(hour_pico))),
-            "session_steps": None if b.session_steps is None else max(0, b.session_steps - steps),
-        }
+        return self.budgets.left(tokens, from_pico(cost), from_pico(hour_pico), steps)
 
     async def left(self, session: str) -> dict[str, Any]:
         return self._left(*await self._read(session))
@@ -170,9 +175,24 @@ class RedisBudgets:
         """Settlements waiting in the outbox."""
         return len(self._outbox)
 
+    def overdue(self) -> int:
+        """Settlements owed for longer than their ``done:<id>`` mark lives: each is logged at CRITICAL
+        (see the module docstring)."""
+        limit = time.monotonic() - self._done_ms / 1000
+        with self._lock:
+            late = [owed for owed in self._outbox if owed.since <= limit and not owed.overdue]
+            for owed in late:
+                owed.overdue = True
+            count = sum(1 for owed in self._outbox if owed.overdue)
+        for owed in late:
+            log.critical("redis state: %s has been owed for over %gs, longer than its done mark lives: if its "
+                         "first try reached Redis, applying it may count it twice; reconcile it against the "
+                         "trace", owed, self._done_ms / 1000)
+        return count
+
     async def _apply(self, owed: _Owed) -> None:
         r = owed.reservation
-        await self.state.script("budget_settle", [*self._keys(r.session), self.state.key("done", r.id)], [
+        await self.state.script("budget_settle", [*self._keys(r.session), self._done(r.id)], [
             self.state.prefix, r.session, r.id, owed.tokens, owed.pico, self._ttl_ms, self._hold_ms, self._done_ms,
             "1" if owed.charge else "0"])
 
@@ -180,7 +200,7 @@ class RedisBudgets:
         try:
             await self._apply(owed)
         except StateUnavailable as exc:
-            self._owe(owed, exc.detail)
+            self._owe(owed, f"not applied: {exc.detail}")
         except asyncio.CancelledError:
             # Cut while it was being applied (a step cut at close): it may or may not have run, and a
             # replay is a no-op if it did, so it is owed rather than lost.
@@ -191,9 +211,8 @@ class RedisBudgets:
         with self._lock:
             self._outbox.append(owed)
             waiting = len(self._outbox)
-        log.error("redis state: %s could not be applied (%s); kept in the outbox (%d waiting), retried every %gs, "
-                  "and new reservations are refused until it is applied", owed, why, waiting,
-                  self.state.config.retry_after_s)
+        log.error("redis state: %s is owed (%s); kept in the outbox (%d waiting), retried every %gs, and new "
+                  "reservations are refused until it is applied", owed, why, waiting, self.state.config.retry_after_s)
         self._retry_later()
 
     def _retry_later(self) -> None:
@@ -212,6 +231,8 @@ class RedisBudgets:
 
     async def flush(self) -> bool:
         """Apply what the outbox holds, oldest first; True once it is empty."""
+        if self._outbox:
+            self.overdue()  # logs what has just become overdue
         while True:
             with self._lock:
                 if not self._outbox:

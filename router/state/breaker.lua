@@ -1,9 +1,11 @@
 -- One breaker per provider/model, the same states as router/providers/_breaker.py: closed (failures
--- counted in a window), open (cooldown), half_open (one probe at a time: breaker_probe:<key>, which
--- expires after hold_ms so that a prober that died cannot block the breaker).
+-- counted in a window), open (cooldown), half_open (one probe at a time: breaker_probe:<key> holds the
+-- prober's token, and expires after the probe's own TTL, so that a prober that died, or never reported,
+-- cannot block the breaker).
 -- KEYS: breaker:<key>, breaker_failures:<key>, breaker_probe:<key>.
--- ARGV: op (allow, success, failure, state), failures, window_ms, cooldown_ms, reset_on_success ('1'/'0'),
---       hold_ms, a unique member for a failure.
+-- ARGV: op (allow, abandon, success, failure, state), failures, window_ms, cooldown_ms, reset_on_success
+--       ('1'/'0'), probe_ms (allow: the probe's TTL), and a token (allow, abandon: the caller's; failure: a
+--       unique member of the window).
 -- Returns {allowed (1/0), state, ms until the next probe}.
 local now = now_ms()
 local opened = redis.call('HGET', KEYS[1], 'opened')
@@ -29,8 +31,10 @@ end
 if op == 'allow' then
   local s = state()
   if s == 'closed' then return {1, s, '0'} end
-  if s == 'half_open' and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then return {1, s, '0'} end
+  if s == 'half_open' and redis.call('SET', KEYS[3], ARGV[7], 'NX', 'PX', ARGV[6]) then return {1, s, '0'} end
   return {0, s, wait()}
+elseif op == 'abandon' then  -- only the caller that holds the probe gives it back
+  if redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end
 elseif op == 'success' then
   if not opened then
     if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end

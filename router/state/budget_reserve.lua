@@ -1,6 +1,8 @@
--- KEYS: session, sessions, reservations, reservation_amounts, reserved_cost, hour.
+-- KEYS: session, sessions, reservations, reservation_amounts, reserved_cost, hour, done:<reservation id>.
 -- ARGV: prefix, sid, reservation id, tokens, cost (picodollars), session_tokens, session_cost,
 --       hourly_cost ('' = off), ttl_ms, hold_ms, max_sessions.
+-- The client gave up on this reservation (its answer was lost) and its release ran first: hold nothing.
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'released', 0} end
 local now = now_ms()
 local reaped = reap(ARGV[1], KEYS[3], KEYS[4], KEYS[5], now)
 local full = session_room(KEYS[1], KEYS[2], tonumber(ARGV[11]), now)

@@ -77,3 +77,29 @@ def test_a_straggler_success_does_not_close_an_open_breaker() -> None:
     assert b.allow()
     b.record_success()  # the probe
     assert b.state == CLOSED
+
+
+def test_an_abandoned_probe_goes_back_and_only_its_holder_can_give_it_back() -> None:
+    clock = Clock()
+    b = _breaker(clock, failures=1, cooldown=5)
+    b.record_failure()
+    clock.now += 5
+    assert b.allow("a") and not b.allow("b")
+    b.abandon("b")  # not b's to give back
+    assert not b.allow("b")
+    b.abandon("a")  # its call was never made
+    assert b.state == HALF_OPEN and b.allow("b") and not b.allow("c")
+
+
+def test_a_probe_held_past_probe_s_is_presumed_lost() -> None:
+    clock = Clock()
+    b = _breaker(clock, failures=1, cooldown=5)
+    b.record_failure()
+    clock.now += 5
+    assert b.allow("a", probe_s=40)
+    clock.now += 39
+    assert not b.allow("b", probe_s=40)
+    clock.now += 1
+    assert b.allow("b", probe_s=40) and not b.allow("c")  # b holds it now
+    b.record_success()
+    assert b.state == CLOSED

@@ -12,6 +12,8 @@ import json
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,9 @@ import pytest
 import yaml
 
 from router import Builder, Router, RouterConfig
-from router.service._service import ServedIndex
+from router._config import LimitsConfig
+from router.service._config import ServeConfig
+from router.service._service import ClassifierService, ServedIndex
 from router.testing import ServeProcess
 from router.tiers._chain import on_a_thread
 from tests.service.conftest import Running
@@ -179,6 +183,25 @@ def test_a_corrupted_build_of_the_configured_name_is_refused(start_server: Calla
     assert classify(server.url, PIZZA) == ("pizza", f"mini@{serving['version']}")
 
 
+def test_an_index_with_other_request_limits_is_refused_saying_a_restart_serves_them(
+        keyed: Running, mini_config: RouterConfig, tmp_path: Path) -> None:
+    """The /v1/classify body model (and the OpenAPI schema) states the limits of the start: a reload keeps them."""
+    served = LimitsConfig()  # the mini index's
+    other = LimitsConfig(max_text_chars=served.max_text_chars * 2, max_batch=served.max_batch)
+    folder = Builder(mini_config.model_copy(update={"limits": other})).build(tmp_path / "mini").folder
+    url, serving = keyed.url, index_info(keyed.url)
+    schema = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    answer = reload(url, {"index": str(folder)})
+    assert answer.status_code == 409, answer.text
+    detail = answer.json()["detail"]
+    assert f"limits.max_text_chars={other.max_text_chars} (serving {served.max_text_chars})" in detail
+    assert "max_batch" not in detail and "restart the server to serve new limits" in detail
+    assert index_info(url) == serving and httpx.get(f"{url}/openapi.json", timeout=10).json() == schema
+    too_long = "a" * (served.max_text_chars + 1)  # what the refused index would take: the schema still refuses it
+    refused = httpx.post(f"{url}/v1/classify", json={"text": too_long}, headers=AUTH, timeout=30)
+    assert refused.status_code == 422 and "text" in refused.text
+
+
 def test_admin_routes_need_a_configured_key(server: Running, mini_index: Path) -> None:
     answer = reload(server.url, {"index": str(mini_index)}, headers={})
     assert answer.status_code == 403 and "admin routes need an API key" in answer.json()["detail"]
@@ -287,6 +310,76 @@ def test_a_replaced_index_is_closed_after_its_last_request(mini_router: Router) 
         assert served.router._closed
 
     asyncio.run(scenario())
+
+
+def test_stop_lets_a_replaced_index_finish_closing(mini_index: Path) -> None:
+    """stop() while a replaced index is closing waits for the close to end: a cancel there would leave its
+    tier 2 open for good (the Router counts itself closed from the start of its aclose). A replaced index a
+    request still holds is closed by stop() too."""
+    closed: list[str] = []
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        class SlowToClose:  # tier 2 as Router.aclose sees it: its close takes until the gate opens
+            async def aclose(self) -> None:
+                await gate.wait()
+                closed.append("tier 2")
+
+        service = ClassifierService(Router.load(mini_index), ServeConfig(index=str(mini_index), encoder_threads=1))
+        closing, held = service.serving, service._serve(Router.load(mini_index))
+        closing.router.escalator = SlowToClose()  # type: ignore[assignment]
+        service.serving = service._serve(Router.load(mini_index))
+        held.users += 1  # a request that never ends holds this one
+        service._retire(closing)
+        service._retire(held)
+        while not closing.router._closed:  # its retire task is inside Router.aclose, at tier 2's close
+            await asyncio.sleep(0)
+        stopping = asyncio.create_task(service.stop())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not stopping.done() and not closed  # stop waits for the close under way
+        gate.set()
+        await stopping
+        assert closed == ["tier 2"] and held.router._closed and not service._retired
+
+    asyncio.run(scenario())
+
+
+# Runs the app's lifespan in a process of its own: a SIGHUP (its default: terminate) arrives as the
+# shutdown starts, before the old indexes are closed and the dispatcher's outbox is flushed.
+_HANGUP_IN_SHUTDOWN = """
+import asyncio, os, signal, sys
+from router import Router
+from router.service._app import create_app
+from router.service._config import ServeConfig
+from router.service._service import ClassifierService
+
+service = ClassifierService(Router.load(sys.argv[1]), ServeConfig(index=sys.argv[1], encoder_threads=1))
+stop = service.stop
+
+async def hangup_then_stop():
+    os.kill(os.getpid(), signal.SIGHUP)
+    await stop()
+
+service.stop = hangup_then_stop
+app = create_app(service)
+
+async def main():
+    async with app.router.lifespan_context(app):
+        print("serving, SIGHUP handled:", signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL, flush=True)
+    print("stopped, SIGHUP back to its default:", signal.getsignal(signal.SIGHUP) is signal.SIG_DFL, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_sighup_during_the_shutdown_is_ignored(mini_index: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _HANGUP_IN_SHUTDOWN, str(mini_index)], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # not killed by the SIGHUP (-1)
+    assert done.stdout.splitlines() == ["serving, SIGHUP handled: True", "stopped, SIGHUP back to its default: True"]
+    assert "drained and stopped" in done.stderr
 
 
 @pytest.fixture

@@ -6,13 +6,16 @@ The cross-process dispatch claims (shared budgets, approvals, breakers) are test
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
@@ -21,7 +24,13 @@ import pytest
 from router._cli import main
 from router.errors import ConfigError
 from router.service._config import ServeConfig, load_serve_config
-from router.service._workers import check_shared_state
+from router.service._workers import (
+    METRICS_DIR,
+    Supervisor,
+    check_shared_state,
+    own_process_group,
+    terminal_signals_held,
+)
 from router.testing import ServeProcess, free_port
 
 SKILLS = "router.dispatch.demo:registry"
@@ -131,13 +140,18 @@ def test_the_encoder_threads_default_is_each_workers_share_of_the_cores(mini_ind
 
 
 # -- real processes ---------------------------------------------------------------------------------------
-def test_two_workers_share_one_port_reload_on_sighup_and_drain_on_sigterm(mini_index: Path) -> None:
+def test_two_workers_share_one_port_reload_on_sighup_and_drain_on_sigterm(
+        mini_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(METRICS_DIR, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the supervisor makes its metrics folder
     server = ServeProcess("--index", str(mini_index), "--workers", "2", "--encoder-threads", "1",
                           "--drain-delay-s", "600").start()
     proc = server.proc
     assert proc is not None
     try:
         pids, sent = _workers_answering(server.url, want=2)
+        [folder] = tmp_path.glob("router-metrics-*")  # made by the supervisor: the workers write their samples there
+        assert {f"gauge_all_{pid}.db" for pid in pids} <= {path.name for path in folder.iterdir()}
         assert len(pids) == 2 and all(_parent_of(pid) == proc.pid for pid in pids)  # the supervisor's workers
         # Metrics: any worker answers every worker's counts (prometheus_client's multiprocess mode).
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -162,23 +176,41 @@ def test_two_workers_share_one_port_reload_on_sighup_and_drain_on_sigterm(mini_i
         assert all(_gone(pid) for pid in pids)
         out = server.output()
         assert out.count("drained and stopped") == 2 and "Traceback" not in out
+        assert not folder.exists()  # and removed at its exit
     finally:
         server.stop()
 
 
-def test_a_killed_worker_is_restarted_and_the_others_keep_serving(mini_index: Path) -> None:
+def _in_flight_pids(url: str) -> set[int]:
+    """The pids of the router_in_flight_requests series in /metrics (one per worker: a gauge)."""
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    return {int(pid) for pid in re.findall(r'^router_in_flight_requests\{pid="(\d+)"\}', metrics, re.MULTILINE)}
+
+
+def test_a_killed_worker_is_restarted_and_the_others_keep_serving(
+        mini_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    given = tmp_path / "metrics"  # PROMETHEUS_MULTIPROC_DIR set: the supervisor uses it, its old samples removed
+    given.mkdir()
+    (given / "counter_4242.db").write_bytes(b"a previous run's counts")
+    (given / "notes.txt").write_text("not a samples file: kept")
+    monkeypatch.setenv(METRICS_DIR, str(given))
     server = ServeProcess("--index", str(mini_index), "--workers", "2", "--encoder-threads", "1").start()
     proc = server.proc
     assert proc is not None
     try:
         first, _ = _workers_answering(server.url, want=2)
+        assert not (given / "counter_4242.db").exists() and (given / "notes.txt").exists()
+        assert _in_flight_pids(server.url) == first
         killed, kept = sorted(first)
         os.kill(killed, signal.SIGKILL)
         _wait_for(lambda: "is serving again" in server.output(), timeout_s=120)
         now, _ = _workers_answering(server.url, want=2)
         assert killed not in now and kept in now and len(now) == 2
         assert f"(pid {killed}) was killed by SIGKILL; starting a new one in 0.5s" in server.output()
+        # The dead worker's gauges are gone (its counters stay in the sums): one series per live worker.
+        assert _in_flight_pids(server.url) == now and not (given / f"gauge_all_{killed}.db").exists()
         assert server.stop() == 0
+        assert given.is_dir()  # given, so kept
     finally:
         server.stop()
 
@@ -204,3 +236,76 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(mini_index: Path) -> 
                                "--index", str(mini_index)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and f"--port {port}: cannot listen there" in done.stderr
     assert "worker" not in done.stderr.split("cannot listen there")[1]
+
+
+# -- signals and the metrics folder, in the supervisor ----------------------------------------------------
+def _interrupted_before_its_own_group(report: Connection) -> None:
+    """A worker's start, in a spawned process: a Ctrl-C on the terminal arrives before its setpgid."""
+    os.kill(os.getpid(), signal.SIGINT)
+    own_process_group()
+    report.send(os.getpgid(0) == os.getpid())  # it got through, in a group of its own
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # from now on a SIGINT interrupts it as usual
+        time.sleep(60)
+    except KeyboardInterrupt:
+        report.send("interrupted")
+
+
+def test_a_ctrl_c_before_a_worker_has_its_own_process_group_is_dropped() -> None:
+    context = multiprocessing.get_context("spawn")  # as the supervisor starts its workers
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_interrupted_before_its_own_group, args=(writer,))
+    with terminal_signals_held():
+        process.start()
+    writer.close()
+    try:
+        assert reader.poll(60) and reader.recv() is True  # no KeyboardInterrupt in its start
+        assert reader.poll(60) and reader.recv() == "interrupted"
+        process.join(30)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def _sleep_until_a_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # terminate, even under a runner that ignores it (nohup)
+    time.sleep(60)
+
+
+def test_sighup_is_not_forwarded_to_workers_that_stop() -> None:
+    """A reload has nothing to do in a worker that drains; forwarded, it would only be refused there."""
+    supervisor = Supervisor(ServeConfig(workers=1), socket.socket())
+    supervisor.sock.close()
+    worker = supervisor.workers[0]
+    process = multiprocessing.get_context("spawn").Process(target=_sleep_until_a_sighup)
+    process.start()
+    worker.process, worker.pid, worker.ready = process, process.pid or 0, True
+    try:
+        supervisor.stopping = True
+        supervisor._forward(signal.SIGHUP)
+        process.join(0.5)
+        assert process.is_alive()
+        supervisor.stopping = False
+        supervisor._forward(signal.SIGHUP)  # serving: forwarded
+        process.join(30)
+        assert process.exitcode == -signal.SIGHUP
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def test_a_metrics_folder_that_cannot_be_used_is_refused_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    bad = tmp_path / "a-file" / "metrics"
+    monkeypatch.setenv(METRICS_DIR, str(bad))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    with socket.socket() as sock:
+        supervisor = Supervisor(ServeConfig(workers=2), sock)
+        with pytest.raises(ConfigError, match=rf"{METRICS_DIR}='{bad}': cannot hold the workers' metrics files"):
+            supervisor.run()
+    assert all(worker.process is None for worker in supervisor.workers)  # refused before any worker started
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the supervisor's handlers are undone

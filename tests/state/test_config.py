@@ -50,16 +50,29 @@ def test_a_password_in_the_url_is_refused_without_being_echoed(url: str) -> None
     ("url", "redis://127.0.0.1:notaport/0", "not a valid URL"),
     ("prefix", "my prefix", "should match pattern"),
     ("prefix", "", "at least 1 character"),
+    ("prefix", "p" * 65, "at most 64 characters"),
     ("timeout_s", 0, "greater than 0"),
     ("timeout_s", 31, "less than or equal to 30"),
+    ("retry_after_s", 0, "greater than 0"),
     ("retry_after_s", 301, "less than or equal to 300"),
     ("max_connections", 0, "greater than or equal to 1"),
+    ("max_connections", 10_001, "less than or equal to 10000"),
     ("pasword_env", "X", "unknown key 'state.pasword_env'"),
 ])
 def test_bad_settings_name_the_field(field: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         _routing({"url": "redis://127.0.0.1:6379/0", field: value} if field != "url" else {"url": value})
     assert message in str(info.value) and ("state." + field in str(info.value) or field == "pasword_env")
+
+
+def test_every_limit_takes_its_edge_values() -> None:
+    config = _routing({"url": "redis://127.0.0.1:6379/0", "prefix": "p" * 64, "timeout_s": 30, "retry_after_s": 300,
+                       "max_connections": 10_000}).state
+    assert (len(config.prefix), config.timeout_s, config.retry_after_s, config.max_connections) == (
+        64, 30, 300, 10_000)
+    config = _routing({"url": "redis://127.0.0.1:6379/0", "prefix": "p", "timeout_s": 0.001,
+                       "retry_after_s": 0.001, "max_connections": 1}).state
+    assert (config.prefix, config.timeout_s, config.retry_after_s, config.max_connections) == ("p", 0.001, 0.001, 1)
 
 
 def test_the_defaults() -> None:

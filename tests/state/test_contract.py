@@ -207,3 +207,20 @@ async def test_failures_count_within_the_window_whatever_succeeded(backend: Back
     await resetting.breakers.record_failure("q/m")
     await resetting.breakers.record_success("q/m")  # clears the count
     assert await resetting.breakers.record_failure("q/m") == "closed"
+
+
+async def test_a_probe_goes_back_to_its_holder_only_and_expires_after_probe_s(backend: Backend,
+                                                                              states: list[State]) -> None:
+    state = _make(backend, states, breaker={"failures": 1, "cooldown_s": 0.2})
+    key = "openai/gpt-5.4-nano"
+    await state.breakers.record_failure(key)
+    await backend.advance(0.3)
+    assert await state.breakers.allow(key, "a", 30)
+    await state.breakers.abandon(key, "b")  # not b's to give back
+    assert not await state.breakers.allow(key, "b", 30)
+    await state.breakers.abandon(key, "a")  # a's call was never made
+    assert await state.breakers.allow(key, "b", 0.3) and await state.breakers.state(key) == "half_open"
+    assert not await state.breakers.allow(key, "c", 0.3)
+    await backend.advance(0.4)  # b never reported: presumed lost
+    assert await state.breakers.allow(key, "c", 30)
+    assert await state.breakers.record_success(key) == "closed"

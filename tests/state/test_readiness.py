@@ -29,7 +29,7 @@ async def test_readiness_reports_the_state_and_whether_it_answers(mini_router: R
         service.state = down
         _, detail = await service.readiness()
         assert detail["state"] == {"backend": "redis", "url": "redis://127.0.0.1:1/0", "prefix": "x:", "outbox": 0,
-                                   "reachable": False}
+                                   "outbox_overdue": 0, "reachable": False}
         await down.aclose()
     finally:
         await service.stop()

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
 from router.errors import BudgetExceeded, StateUnavailable
-from router.state import RedisState, StateConfig, StateLimits
+from router.providers import (
+    Chain,
+    ChatRequest,
+    HttpClients,
+    Message,
+    ProviderConfig,
+    RetryConfig,
+    Target,
+    build_provider,
+)
+from router.state import RedisState, Reservation, StateConfig, StateLimits, _redis_budgets
 from router.testing import RedisServer
+from tests.providers.test_probe import Hanging, Refusing
 from tests.state import _processes
 from tests.state.conftest import limits
 
@@ -30,7 +44,6 @@ def test_processes_reserving_at_once_grant_exactly_what_one_process_would(redis_
     granted = _processes.run_at_once(_processes.reserve_until_refused,
                                      [(redis_server.url, lim, "shared", 100) for _ in range(4)])
     assert sum(granted) == 100  # exactly what one process grants: no overshoot, nothing lost
-    assert all(n > 0 for n in granted)  # each process did get some: they ran at once
 
     async def totals() -> tuple[int, int]:
         state = _state(redis_server, lim)
@@ -94,10 +107,11 @@ async def test_an_outage_fails_closed_and_the_outbox_settles_exactly_once(redis_
         with pytest.raises(StateUnavailable):
             await state.breakers.allow("p/m")
         assert await state.ping() is False
+        assert state.describe()["outbox"] == 1  # the refused reserve's release: its script may have run
         with caplog.at_level(logging.ERROR, logger="router.state"):
             await state.budgets.settle(held[1], 800, Decimal("0.008"))  # kept, not raised
             await state.budgets.release(held[2])
-        assert "kept in the outbox" in caplog.text and state.describe()["outbox"] == 2
+        assert "kept in the outbox" in caplog.text and state.describe()["outbox"] == 3
         with pytest.raises(StateUnavailable, match="not applied yet"):
             await state.budgets.reserve("s", 10, Decimal(0))  # refused while the outbox is not empty
 
@@ -180,6 +194,107 @@ async def test_readiness_reports_the_state_without_its_password(redis_server: Re
     state = _state(redis_server, password_env="ROUTER_TEST_REDIS_PASSWORD")
     try:
         assert await state.ping() is True
-        assert state.describe() == {"backend": "redis", "url": redis_server.url, "prefix": "router:", "outbox": 0}
+        assert state.describe() == {"backend": "redis", "url": redis_server.url, "prefix": "router:", "outbox": 0,
+                                    "outbox_overdue": 0}
+    finally:
+        await state.aclose()
+
+
+# -- answers lost, probes not sent, settlements owed too long ---------------------------------------------
+@pytest.mark.parametrize("how", ["timeout", "cancelled"])
+async def test_a_reserve_whose_answer_was_lost_is_released_not_held_until_hold_s(redis_server: RedisServer,
+                                                                                  how: str) -> None:
+    state = _state(redis_server, limits(budgets={"session_tokens": 1_000}), retry_after_s=30,
+                   timeout_s=0.3 if how == "timeout" else 10)
+    pid = redis_server.proc.pid  # type: ignore[union-attr]
+    try:
+        await state.budgets.release(await state.budgets.reserve("s", 1, Decimal(0)))  # connected, script loaded
+        os.kill(pid, signal.SIGSTOP)  # Redis reads nothing more: the reserve's script waits in its socket
+        try:
+            if how == "timeout":
+                with pytest.raises(StateUnavailable):
+                    await state.budgets.reserve("s", 600, Decimal(0))
+            else:
+                with pytest.raises(TimeoutError):  # the caller's own timeout cancels the reserve
+                    await asyncio.wait_for(state.budgets.reserve("s", 600, Decimal(0)), 0.3)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert state.describe()["outbox"] == 1  # its release is owed
+        connection = await state.connection()
+        for _ in range(200):  # Redis goes on and runs the script the client gave up on: held by no one
+            if await connection.client.zcard("router:reservations") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await connection.client.zcard("router:reservations") == 1
+        await state.budgets.reserve("s", 1_000, Decimal(0))  # the owed release went first: the whole cap is free
+        assert state.describe()["outbox"] == 0
+    finally:
+        await state.aclose()
+
+
+async def test_a_reserve_script_that_arrives_after_its_release_holds_nothing(redis_server: RedisServer,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    state = _state(redis_server, limits(budgets={"session_tokens": 1_000}))
+    try:
+        await state.budgets.release(Reservation("s", 600, Decimal(0), "late"))  # the owed release ran first
+        monkeypatch.setattr(_redis_budgets, "uuid", SimpleNamespace(uuid4=lambda: SimpleNamespace(hex="late")))
+        with pytest.raises(StateUnavailable):  # what a client still waiting would be told; the real one gave up
+            await state.budgets.reserve("s", 600, Decimal(0))
+        monkeypatch.undo()
+        await state.budgets.reserve("s", 1_000, Decimal(0))  # nothing was held
+    finally:
+        await state.aclose()
+
+
+async def test_a_shared_probe_that_was_not_sent_goes_back_for_every_replica(redis_server: RedisServer) -> None:
+    lim = limits(breaker={"failures": 1, "cooldown_s": 0.2})
+    state, other = _state(redis_server, lim), _state(redis_server, lim)  # two replicas
+    key, target = "p/m", Target("p", "m", timeout_s=30)
+    request = ChatRequest(system="s", messages=(Message("user", "hi"),))
+    try:
+        await state.breakers.record_failure(key)
+        await asyncio.sleep(0.3)  # half-open
+        memory = build_provider("p", ProviderConfig(kind="memory"), HttpClients())
+        chain = Chain({"p": memory}, retry=RetryConfig(max_retries=0), breakers=state.breakers)
+        with pytest.raises(BudgetExceeded):  # the session is at its cap: the probe's call is not sent
+            await chain.call([target], request, meter=Refusing())
+        assert await other.breakers.allow(key, "other")  # the probe is free at once, not after hold_s
+        await other.breakers.abandon(key, "other")
+
+        hanging = Hanging()
+        chain = Chain({"p": hanging}, retry=RetryConfig(max_retries=0), breakers=state.breakers)
+        call = asyncio.create_task(chain.call([target], request))
+        await hanging.entered.wait()
+        assert not await other.breakers.allow(key, "other")  # held while in flight...
+        connection = await state.connection()
+        ttl = await connection.client.pttl(f"router:breaker_probe:{key}")
+        assert 30_000 < ttl <= 40_000  # ...for the call's timeout_s plus a margin at most, not hold_s
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert await other.breakers.allow(key, "other")  # and given back when it is cancelled
+    finally:
+        await state.aclose()
+        await other.aclose()
+
+
+async def test_a_settlement_owed_longer_than_its_done_mark_is_logged_and_counted(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    state = _state(redis_server, limits(budgets={"session_ttl_s": 0.2}, hold_s=0.2), timeout_s=0.3,
+                   retry_after_s=30)
+    try:
+        held = await state.budgets.reserve("s", 100, Decimal("0.001"))
+        redis_server.kill()
+        await state.budgets.settle(held, 100, Decimal("0.001"))
+        assert (state.describe()["outbox"], state.describe()["outbox_overdue"]) == (1, 0)
+        await asyncio.sleep(0.3)  # longer than done:<id> lives (max(session_ttl_s, hold_s))
+        with caplog.at_level(logging.CRITICAL, logger="router.state"):
+            assert not await state.budgets.flush()
+            assert not await state.budgets.flush()
+        assert caplog.text.count("longer than its done mark lives") == 1 and held.id in caplog.text  # once
+        assert (state.describe()["outbox"], state.describe()["outbox_overdue"]) == (1, 1)
+        redis_server.start()
+        assert await state.budgets.flush()
+        assert (state.describe()["outbox"], state.describe()["outbox_overdue"]) == (0, 0)
     finally:
         await state.aclose()
