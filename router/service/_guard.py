@@ -214,16 +214,16 @@ class Guard:
                 await self._refuse(receive, send, 403, f"approving needs the approver key (${env}), not the "
                                    f"service key (${self.config.api_key_env})")
                 return 403
-            self.metrics.rejected.labels("auth").inc()
-            detail = f"missing or wrong approver key (Authorization: Bearer <the value of ${env}>)"
-            await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
-            return 401
+            return await self._unauthorized(receive, send, "approver key", env)
         if self.token is not None and path not in OPEN_PATHS and not self._matches(self._bearer(headers), self.token):
-            self.metrics.rejected.labels("auth").inc()
-            detail = f"missing or wrong bearer token (Authorization: Bearer <the value of ${self.config.api_key_env}>)"
-            await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
-            return 401
+            return await self._unauthorized(receive, send, "bearer token", self.config.api_key_env)
         return None
+
+    async def _unauthorized(self, receive: Receive, send: Send, what: str, env: str | None) -> int:
+        self.metrics.rejected.labels("auth").inc()
+        detail = f"missing or wrong {what} (Authorization: Bearer <the value of ${env}>)"
+        await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
+        return 401
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str, endpoint: str) -> int:
         cfg = self.config

@@ -32,6 +32,8 @@ from router.service._connections import guarded_protocol
 from router.service._service import ClassifierService, load_router
 from router.service.dispatch._observe import ObservedSink
 
+BACKLOG = 2048  # pending connections the listening socket holds (the --workers supervisor binds it likewise)
+
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, service: ClassifierService, drain_delay_s: float) -> None:
@@ -91,7 +93,7 @@ def build_server(config: ServeConfig, router: Router | None = None,
     uv = uvicorn.Config(app, host=config.host, port=config.port, loop="uvloop", http=protocol,
                         lifespan="on", access_log=False, log_level="warning",
                         timeout_keep_alive=config.keep_alive_timeout_s,
-                        timeout_graceful_shutdown=config.shutdown_grace_s, backlog=2048)
+                        timeout_graceful_shutdown=config.shutdown_grace_s, backlog=BACKLOG)
     return DrainingServer(uv, service, config.drain_delay_s)
 
 

@@ -58,9 +58,8 @@ from router._settings import environ, export
 from router.errors import ConfigError, RouterError
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
-from router.service._server import DrainingServer, banner, build_server, model_routing
+from router.service._server import BACKLOG, DrainingServer, banner, build_server, model_routing
 
-BACKLOG = 2048  # as uvicorn.Config(backlog=2048) in build_server
 BACKOFF_S = 0.5  # the first restart's delay; doubled with each failure in a row
 MAX_BACKOFF_S = 30.0
 STABLE_S = 30.0  # a worker that served this long before it died starts a new count of failures

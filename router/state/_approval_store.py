@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router.errors import ApprovalError, ApprovalRunning, TooManyApprovals
-from router.state._protocol import PendingAction
+from router.state._protocol import PendingAction, approval_gone, approval_running, too_many_approvals
 
 
 class ApprovalStore:
@@ -60,11 +59,9 @@ class ApprovalStore:
         ids = self._by_session.get(session_id, {})
         if len(ids) >= self._max_per_session:
             oldest = self._pending[next(iter(ids))]
-            raise TooManyApprovals("max_pending_approvals_per_session", self._max_per_session,
-                                   f"session {session_id!r}", self._retry_after(oldest))
+            raise too_many_approvals(session_id, self._max_per_session, self._retry_after(oldest))
         if len(self._pending) >= self._max_pending:
-            raise TooManyApprovals("max_pending_approvals", self._max_pending, "all sessions",
-                                   self._retry_after(next(iter(self._pending.values()))))
+            raise too_many_approvals(None, self._max_pending, self._retry_after(next(iter(self._pending.values()))))
 
     def check(self, session_id: str) -> None:
         """Raise ``TooManyApprovals`` now if ``create`` would: before any model is paid to extract parameters."""
@@ -86,10 +83,8 @@ class ApprovalStore:
         action = self._pending.get(approval_id)
         if action is None:
             if approval_id in self._running:
-                raise ApprovalRunning(f"approval_id {approval_id!r} is running now; its outcome goes to the trace, "
-                                      "and it is never run twice")
-            raise ApprovalError(f"approval_id {approval_id!r} is unknown, expired (ttl {self.ttl_s:g}s) or "
-                                "already used")
+                raise approval_running(approval_id)
+            raise approval_gone(approval_id, self.ttl_s)
         self._drop(action)
         return action
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from router.errors import ApprovalError, ApprovalRunning, TooManyApprovals
 from router.providers import Breakers
 from router.state._config import StateLimits
 
@@ -55,6 +56,23 @@ class PendingAction:
     params: dict[str, Any]
     text: str | None
     created: float
+
+
+# The approvals' refusals, the same words from either backend.
+def approval_running(approval_id: str) -> ApprovalRunning:
+    return ApprovalRunning(f"approval_id {approval_id!r} is running now; its outcome goes to the trace, and it is "
+                           "never run twice")
+
+
+def approval_gone(approval_id: str, ttl_s: float) -> ApprovalError:
+    return ApprovalError(f"approval_id {approval_id!r} is unknown, expired (ttl {ttl_s:g}s) or already used")
+
+
+def too_many_approvals(session_id: str | None, limit: int, retry_after: float) -> TooManyApprovals:
+    """``session_id``: the session at its own cap; None: all sessions at the global cap."""
+    if session_id is None:
+        return TooManyApprovals("max_pending_approvals", limit, "all sessions", retry_after)
+    return TooManyApprovals("max_pending_approvals_per_session", limit, f"session {session_id!r}", retry_after)
 
 
 class Budgets(Protocol):

@@ -13,8 +13,7 @@ import math
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from router.errors import ApprovalError, ApprovalRunning, TooManyApprovals
-from router.state._protocol import PendingAction
+from router.state._protocol import PendingAction, approval_gone, approval_running, too_many_approvals
 from router.state._units import ms
 
 if TYPE_CHECKING:
@@ -41,9 +40,8 @@ class RedisApprovals:
         oldest, now = int(answer[1]), int(answer[2])
         retry_after = max(1.0, math.ceil((oldest + self._ttl_ms - now) / 1000))
         if answer[0] == "session":
-            raise TooManyApprovals("max_pending_approvals_per_session", self._max_per_session,
-                                   f"session {session_id!r}", retry_after)
-        raise TooManyApprovals("max_pending_approvals", self._max_pending, "all sessions", retry_after)
+            raise too_many_approvals(session_id, self._max_per_session, retry_after)
+        raise too_many_approvals(None, self._max_pending, retry_after)
 
     async def check(self, session_id: str) -> None:
         await self._add("check", session_id)
@@ -65,11 +63,9 @@ class RedisApprovals:
             k("approval", approval_id), k("running", approval_id), k("pending")], [
             mode, approval_id, self.state.prefix, self._hold_ms])
         if answer[0] == "running":
-            raise ApprovalRunning(f"approval_id {approval_id!r} is running now; its outcome goes to the trace, "
-                                  "and it is never run twice")
+            raise approval_running(approval_id)
         if answer[0] != "ok":
-            raise ApprovalError(f"approval_id {approval_id!r} is unknown, expired (ttl {self.ttl_s:g}s) or "
-                                "already used")
+            raise approval_gone(approval_id, self.ttl_s)
         return self._action(approval_id, answer[1], answer[2], answer[3])
 
     async def claim(self, approval_id: str) -> PendingAction:
