@@ -1,8 +1,8 @@
 """tiered-router: decide each query's intent with rules, a static token table, a transformer, then (rarely) an LLM.
 
 The public API is what ``__all__`` lists, and nothing else: the modules behind it are private
-(``_name.py``), as in httpx. ``router.dispatch``, ``router.service``, ``router.providers`` and
-``router.testing`` are public namespaces with their own ``__all__``.
+(``_name.py``), as in httpx. ``router.dispatch``, ``router.service``, ``router.providers``, ``router.learn``
+and ``router.testing`` are public namespaces with their own ``__all__``.
 
 Nothing heavy is imported here: ONNX Runtime, FAISS and tokenizers load when a Router or Builder
 is first built; the dispatcher, the HTTP client and the server settings load on first use of
@@ -31,6 +31,7 @@ from router._intents import Intent, IntentSet, intent_set_from_yaml, load_intent
 from router._router import Router
 from router._telemetry import instrument, uninstrument
 from router.errors import *  # noqa: F403 - the whole error tree, as errors.__all__ lists it
+from router.learn import LearningConfig
 from router.llm import LLMBackendConfig, LLMConfig
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ __all__ = [
     # build, and the configs a user writes
     "Builder", "BuildReport", "RouterConfig", "EncoderConfig", "VectorIndexConfig", "CalibrationConfig",
     "LimitsConfig", "RulesConfig", "StaticConfig", "FinetuneConfig", "LLMConfig", "LLMBackendConfig",
-    "load_config", "Intent", "IntentSet", "intent_set_from_yaml", "load_intent_source",
+    "load_config", "Intent", "IntentSet", "intent_set_from_yaml", "load_intent_source", "LearningConfig",
     # dispatch, serve, call the service
     "Dispatcher", "SkillRegistry", "Skill", "SkillContext", "ModelRoutingConfig", "load_model_routing",
     "ServeConfig", "RouterClient", "AsyncRouterClient", "StateConfig",

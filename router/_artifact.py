@@ -42,6 +42,7 @@ from pydantic import Field, ValidationError
 from router._calibration import Calibration
 from router._config import RouterConfig
 from router._head import LinearHead
+from router._heldout import HELDOUT_FILE, HeldoutSet
 from router._intents import IntentSet
 from router._rules import IntentRules
 from router._strict import Strict
@@ -60,6 +61,7 @@ FORMAT_CHANGES = {
 }
 FORMAT_VERSION = max(FORMAT_CHANGES)
 MANIFEST = "manifest.json"
+LEARNED_FILE = "learned.jsonl"
 
 
 class MinedRuleRecord(Strict):
@@ -75,6 +77,15 @@ class FileRecord(Strict):
 
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class LearnedRecord(Strict):
+    """What ``router build --compact`` folded in from the learned-examples log (router/learn/)."""
+
+    n_learned: int  # trained on: now rows of examples.npz
+    n_heldout: int  # kept for the precision check, never trained on
+    n_out_of_scope: int
+    compacted_at: str
 
 
 class IndexManifest(Strict):
@@ -98,6 +109,8 @@ class IndexManifest(Strict):
     static: StaticManifest | None = None
     # A fine-tuned encoder (router/train/): its graph is a file of the index; None for a shipped encoder.
     finetune: FinetuneRecord | None = None
+    # Learned examples folded in by ``router build --compact`` (their log entries are ``learned.jsonl``).
+    learned: LearnedRecord | None = None
     # Every other file of the index, by name: filled in by ``IndexArtifact.write``, checked by ``open_index``.
     files: dict[str, FileRecord] = {}
     # sha256 of this manifest's canonical JSON without this field (``manifest_digest``): set by ``write_manifest``.
@@ -127,6 +140,13 @@ class IndexArtifact:
     rules: list[IntentRules]
     static: StaticModel | None = None  # loaded only when served with the static tier on
     tuned_onnx: Path | None = None  # a fine-tuned encoder's graph, copied in as ``manifest.finetune.onnx_file``
+    # The calibration split's vectors (``heldout.npz``), written by the build; learning reads it lazily.
+    heldout: HeldoutSet | None = None
+    # Learned out-of-scope examples (router/learn/), in the transformer's space; never written as an array.
+    oos_examples: np.ndarray | None = None
+    # Compacted learned-log entries (``learned.jsonl``, one JSON object per line), as text.
+    learned_lines: str | None = None
+    folder: Path | None = None  # the generation folder it was loaded from
 
     def save(self, folder: Path) -> None:
         """Write a new generation of the index and swap it in under ``folder`` (see ``publish``)."""
@@ -153,6 +173,10 @@ class IndexArtifact:
         (target / "rules.json").write_text(json.dumps(rules, indent=1))
         if self.static is not None:
             self.static.save(target)
+        if self.heldout is not None:
+            self.heldout.save(target)
+        if self.learned_lines is not None:
+            (target / LEARNED_FILE).write_text(self.learned_lines)
         if self.tuned_onnx is not None and self.manifest.finetune is not None:
             shutil.copyfile(self.tuned_onnx, target / self.manifest.finetune.onnx_file)
         _reached("written")
@@ -381,7 +405,31 @@ def load_artifact(folder: Path, vector_options: dict[str, int] | None = None, st
     if static and manifest.static is not None:
         static_model = StaticModel.load(folder, manifest.static, manifest.encoder_id)
     return IndexArtifact(manifest, config, intents, head, head_intents, examples, offsets, vectors, rules,
-                         static_model)
+                         static_model, folder=folder)
+
+
+def load_heldout(artifact: IndexArtifact) -> HeldoutSet | None:
+    """The index's ``heldout.npz`` (checked against its manifest record first), or None when the build had no
+    validation split (cross-fitted: no held-out rows exist apart from the training examples)."""
+    folder = artifact.folder
+    if artifact.heldout is not None or folder is None or HELDOUT_FILE not in artifact.manifest.files:
+        return artifact.heldout
+    verify_files(folder, artifact.manifest, [HELDOUT_FILE])
+    try:
+        artifact.heldout = HeldoutSet.load(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexLoadError(f"index {folder}: {HELDOUT_FILE} is unreadable ({exc}); "
+                             f"{_rebuild(artifact.manifest.name)}") from exc
+    return artifact.heldout
+
+
+def read_learned_lines(artifact: IndexArtifact) -> str:
+    """The compacted learned-log entries of the index (``learned.jsonl``), checked; "" when it has none."""
+    folder = artifact.folder
+    if folder is None or LEARNED_FILE not in artifact.manifest.files:
+        return artifact.learned_lines or ""
+    verify_files(folder, artifact.manifest, [LEARNED_FILE])
+    return (folder / LEARNED_FILE).read_text()
 
 
 # -- generations: written beside the name, swapped in with one rename -------------------------------------

@@ -25,7 +25,14 @@ from router._artifact import (
 from router._calibration import Calibration, fit_calibration, unfitted_calibration
 from router._config import RouterConfig
 from router._head import LinearHead, train_head
-from router._heldout import Evidence, group_by_class, heldout_evidence, score_queries, stratified_folds
+from router._heldout import (
+    Evidence,
+    HeldoutSet,
+    group_by_class,
+    heldout_evidence,
+    score_queries,
+    stratified_folds,
+)
 from router._intents import (
     OOS,
     IntentSet,
@@ -40,6 +47,7 @@ from router._rules import IntentRules
 from router._sources import resolve_sources
 from router.encoders import Encoder, TokenEncoder, build_encoder, encoder_identity, token_encoder
 from router.errors import ConfigError
+from router.learn._entry import digest
 from router.llm._measure import measure_gate
 from router.static._fit import HeldoutIds, StaticFit, StaticFitter, check_static_dim
 from router.static._model import HeldoutFigures, StaticManifest
@@ -156,6 +164,7 @@ class Builder:
         folds = min(c.folds, max(smallest, 2))
         static_fit: StaticFit | None = None
         alone: Calibration | None = None
+        validation: tuple[np.ndarray, np.ndarray] | None = None
         if val is None and smallest < 2:
             calibration = unfitted_calibration(
                 c.fallback_threshold, c.target_precision,
@@ -165,6 +174,7 @@ class Builder:
                                   "split) to calibrate the static tier; set static.enabled: false")
         else:
             validation = None
+            heldout_texts: list[str] = []
             val_ids: list[np.ndarray] = []
             if val is not None:
                 val = only(val, [lab == OOS or lab in names for lab in val.labels])
@@ -178,6 +188,7 @@ class Builder:
                 oos_rows = np.zeros(0, dtype=np.int64) if seen else np.flatnonzero(~in_scope)
                 validation = (np.vstack([val_vectors, vectors[oos_rows]]),
                               np.concatenate([truth, np.full(len(oos_rows), -1)]))
+                heldout_texts = list(val.texts) + [pairs.texts[i] for i in oos_rows]
                 val_ids = list(val_ids) + [ids[i] for i in oos_rows] if ids else val_ids
             with self.progress.stage("calibrate", total=None if validation is not None else folds,
                                      unit="fold") as bar:
@@ -200,6 +211,11 @@ class Builder:
                 seconds["static"] = time.perf_counter() - t
                 alone, calibration = calibration, self._joint(evidence, static_fit, calibration)
         seconds.setdefault("calibration", time.perf_counter() - t)
+        heldout = None
+        if validation is not None:  # kept in the index: learning re-checks precision on it (router/learn/)
+            static_vectors = None if static_fit is None else static_fit.model.table.embed(val_ids)
+            heldout = HeldoutSet(validation[0], static_vectors, validation[1],
+                                 np.array([digest(text) for text in heldout_texts]))
 
         t = time.perf_counter()
         vi = self.config.vector_index
@@ -240,7 +256,7 @@ class Builder:
         folder = folder if folder is not None else indexes_dir() / self.config.name
         artifact = IndexArtifact(manifest, self.config, intents, head, names, examples, offsets, index, rules,
                                  None if static_fit is None else static_fit.model,
-                                 None if tuned is None else tuned.onnx)
+                                 None if tuned is None else tuned.onnx, heldout)
         # A new generation beside the served one; the name moves over to it only once it is complete,
         # tier-2 gate included (see router.artifact.publish).
         staged = new_generation(folder)

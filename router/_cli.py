@@ -1,4 +1,5 @@
-"""The ``router`` command: build, classify, eval, serve, eval-skills, drill, bench compare, models export."""
+"""The ``router`` command: build, classify, eval, serve, feedback, review, eval-skills, drill, bench compare,
+models export."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from types import UnionType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -106,6 +107,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     from router._builder import Builder
     from router._paths import indexes_dir
 
+    if args.compact:
+        from router.learn._compact import compact
+        from router.service._state import learn_state
+
+        # The log `router serve` learns into, found as it finds it: --state over the model-routing file's state
+        # (url, prefix, password_env), and ROUTER_SERVE_* as serve reads them. No [server] extra needed.
+        given = {"state": args.state, "model_routing": args.model_routing, "learn_log": args.learn_log}
+        serve = load_serve_config({k: v for k, v in given.items() if v is not None}, "router build --compact")
+        print(json.dumps(compact(args.name or "default", index_dir=args.index_dir, state=learn_state(serve),
+                                 progress=_progress(args), learn_log=serve.learn_log), indent=2))
+        return 0
     if not (args.config or args.dataset or args.intents):
         args.dataset, args.name = "clinc150", args.name or "default"
     config = _config_from_args(args)
@@ -181,7 +193,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.dataset = args.dataset_name or args.dataset or "clinc150"
         test = load_dataset(args.dataset).test
     config = _config_from_args(args)
-    result = run_eval(config, test, progress=_progress(args), index_dir=args.index_dir)
+    stream = None
+    if args.learn_from:
+        from router.learn._eval import learn_stream
+
+        stream = learn_stream(args.learn_from, dataset=config.dataset, val=config.validation)
+    result = run_eval(config, test, progress=_progress(args), index_dir=args.index_dir, learn_from=stream,
+                      learn_feed=args.learn_feed)
     if args.json:
         print(json.dumps(result))
     else:
@@ -205,6 +223,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_serve_config(_serve_options(args))
     serve(config)
     return 0
+
+
+def _service_client(args: argparse.Namespace) -> Any:
+    """The ``RouterClient`` of ``--url`` and ``--api-key-env`` (the feedback and review commands)."""
+    from router._client import RouterClient
+
+    return RouterClient(args.url, api_key_env=args.api_key_env)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """stdout: the item the service took, as JSON (``status``: queued, held_out or duplicate)."""
+    with _service_client(args) as client:
+        result = client.feedback(args.text, args.intent, out_of_scope=args.out_of_scope, source=args.source,
+                                 decision_id=args.decision_id, override=args.override)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """``list`` (the default): ``{"items": [...], "total": n}`` (at most ``--limit`` items); ``approve ID`` /
+    ``reject ID``: the service's answer. JSON."""
+    if args.action != "list" and not args.review_id:
+        raise ConfigError(f"router review {args.action} needs the review id (router review lists them)")
+    if args.action == "list" and args.review_id:
+        raise ConfigError(f"router review list takes no id (got {args.review_id!r}); to decide one: "
+                          f"router review approve|reject {args.review_id}")
+    with _service_client(args) as client:
+        if args.action == "approve":
+            answer: Any = client.approve_review(args.review_id)
+        elif args.action == "reject":
+            answer = client.reject_review(args.review_id)
+        else:
+            answer = client.review(args.limit)
+    print(json.dumps(answer))
+    return 0
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    from router._client import DEFAULT_API_KEY_ENV, DEFAULT_BASE_URL
+
+    p.add_argument("--url", default=DEFAULT_BASE_URL, help=f"the service (default {DEFAULT_BASE_URL})")
+    p.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV,
+                   help=f"variable holding the service's API key, sent when set (default {DEFAULT_API_KEY_ENV})")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -305,9 +366,10 @@ _SWITCH = {"on": True, "off": False, "auto": None}
 
 
 def _field_type(annotation: Any) -> tuple[Any, bool]:
-    """(the type, whether None is allowed) of a ServeConfig field: ``int | None`` is (int, True)."""
+    """(the type, whether None is allowed) of a ServeConfig field: ``int | None`` is (int, True). A
+    ``Literal[...] | None`` is a ``typing.Union``, not a ``UnionType``: both count."""
     args = [a for a in get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, UnionType) and len(args) == 1:
+    if (isinstance(annotation, UnionType) or get_origin(annotation) is Union) and len(args) == 1:
         return args[0], True
     return annotation, False
 
@@ -326,6 +388,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             p.add_argument(flag, choices=["on", "off", "auto"] if optional else ["on", "off"], help=text)
+        elif get_origin(kind) is Literal:  # e.g. --learning off|review|auto
+            p.add_argument(flag, choices=[str(choice) for choice in get_args(kind)], help=text)
         else:
             p.add_argument(flag, type=kind, help=text)
 
@@ -369,6 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build an index (default: CLINC150 as 'default')")
     _add_source_args(p)
+    p.add_argument("--compact", action="store_true",
+                   help="fold the index's learned-examples log into a new version of it (--name, default "
+                        "'default'); prints a JSON summary")
+    p.add_argument("--state", help="with --compact: memory or redis://host:port/db, over the model-routing file's "
+                                   "state.url: a Redis state holds the learning log (as router serve --state; "
+                                   "default $ROUTER_SERVE_STATE)")
+    p.add_argument("--model-routing", help="with --compact: the model-routing file router serve uses; its state: "
+                                           "section (url, prefix, password_env) says where a Redis-shared learning "
+                                           "log lives (as router serve --model-routing; default "
+                                           "$ROUTER_SERVE_MODEL_ROUTING)")
+    p.add_argument("--learn-log", help="with --compact: the learning log file, when it is not the index config's "
+                                       "learning.log (as router serve --learn-log; default $ROUTER_SERVE_LEARN_LOG)")
     _add_quiet(p)
     p.set_defaults(func=cmd_build)
 
@@ -386,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="labelled test file (JSONL/CSV)")
     p.add_argument("--val", help="labelled validation file (JSONL/CSV)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--learn-from", metavar="SPLIT",
+                   help="before the final test, stream this labelled split through the router and feed back the "
+                        "escalated and wrong queries with their gold labels: 'val' (--val, or the dataset's) or a "
+                        "JSONL/CSV file (docs/learning.md)")
+    p.add_argument("--learn-feed", choices=["missed", "all"], default="missed",
+                   help="with --learn-from: feed back the escalated and wrong queries (missed, the default), or "
+                        "every query of the stream (all: the ceiling of what it can teach)")
     _add_quiet(p)
     p.set_defaults(func=cmd_eval)
 
@@ -393,6 +476,30 @@ def build_parser() -> argparse.ArgumentParser:
                                      "needs the [server] extra")
     _add_serve_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="teach a running service one example: TEXT is --intent X, or "
+                                        "--out-of-scope (POST /v1/feedback)")
+    p.add_argument("text")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--intent", help="the intent TEXT belongs to")
+    which.add_argument("--out-of-scope", action="store_true", help="TEXT belongs to no intent")
+    p.add_argument("--source", choices=["human", "llm"], default="human",
+                   help="who says so (default human; intents of skills that write learn only from human)")
+    p.add_argument("--override", action="store_true",
+                   help="replace an example that says otherwise (source human only)")
+    p.add_argument("--decision-id", help="the id of the Decision this corrects")
+    _add_client_args(p)
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("review", help="the tier-2 answers waiting for a person (learning.mode review): list, "
+                                      "approve ID or reject ID, on a running service")
+    p.add_argument("action", nargs="?", choices=["list", "approve", "reject"], default="list",
+                   help="list (default), approve or reject")
+    p.add_argument("review_id", nargs="?", help="the review id (approve, reject)")
+    p.add_argument("--limit", type=int, default=100, help="list: at most this many items, the oldest (1 to 10000; "
+                                                          "default 100); total says how many wait")
+    _add_client_args(p)
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("alerts", help="print the Prometheus alert rules for `router serve`'s /metrics "
                                       "(router alerts > rules.yml; see docs/operations.md)")

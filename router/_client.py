@@ -15,6 +15,16 @@ are translated too, so no httpx exception escapes::
 
 A 503 (the service's max_in_flight refusal) is retried, waiting what its Retry-After asks for.
 
+Learning: ``feedback`` (``POST /v1/feedback``) teaches the served index one example, ``review`` lists the
+tier-2 answers waiting for a person (``{"items": [...], "total": n}``, at most ``limit`` items),
+``approve_review`` and ``reject_review`` decide one, ``learning`` reports the learner's figures. A
+contradicting example (409) or an unknown intent (422) raises ``ServiceInputError`` (its ``body`` names
+``existing`` and ``requested`` for a 409), feedback off or a source that may not teach that intent
+``ServiceAuthError`` (403), ``learning.max_per_minute`` ``ServiceUnavailable`` with ``retry_after`` (429, not
+retried). What only a person may do is sent with the approver key when the client has one, as approvals
+are: feedback with ``source="human"`` (the default) or ``override=True``, and the review decisions. A service
+started with ``--approver-key-env`` refuses the service key there (403): an agent sends ``source="llm"``.
+
 ``approve`` and ``reject`` send the approver key (``approver_key``, else the variable
 ``approver_key_env``, ``ROUTER_APPROVER_KEY`` by default) when there is one: a service started with
 ``--approver-key-env`` refuses the service key there (403). Without one they send the service key.
@@ -85,6 +95,10 @@ _AUTH_STATUSES = frozenset({401, 403})
 # Routes whose error bodies name a dispatcher error class (a 403 there is the allowlist, not the key).
 _DISPATCH_PATHS = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")
 _APPROVAL_PATHS = "/v1/approvals/"
+# The learning routes: a 409 there is feedback that contradicts an example, an error in the request.
+_LEARN_PATHS = ("/v1/feedback", "/v1/review")
+_REVIEW_DECISION_PATHS = "/v1/review/"  # /v1/review/{id}/approve|reject: the approver key's, as approvals
+DEFAULT_REVIEW_LIMIT = 100  # GET /v1/review's default; the service takes 1 to 10,000
 _BACKOFF_S = 0.1  # first wait of the exponential backoff when a 503 gives no Retry-After
 
 
@@ -154,6 +168,58 @@ class _ClientBase:
         return body
 
     @staticmethod
+    def _feedback_body(text: str, intent: str | None, out_of_scope: bool, source: str, decision_id: str | None,
+                       override: bool) -> dict[str, Any]:
+        if intent is not None and (not isinstance(intent, str) or not intent.strip()):
+            raise InputError(f"intent must be a non-empty string or None, got {intent!r:.80}")
+        for name, flag in (("out_of_scope", out_of_scope), ("override", override)):
+            if not isinstance(flag, bool):
+                raise InputError(f"{name} must be True or False, got {flag!r:.40}")
+        if out_of_scope == (intent is not None):
+            raise InputError(f"give exactly one of intent (got {intent!r:.60}) or out_of_scope=True "
+                             f"(got {out_of_scope})")
+        if source not in ("human", "llm"):
+            raise InputError(f"source must be 'human' or 'llm', got {source!r:.40}")
+        if decision_id is not None and (not isinstance(decision_id, str) or not decision_id.strip()):
+            raise InputError(f"decision_id must be a non-empty string or None, got {decision_id!r:.80}")
+        body: dict[str, Any] = {"text": check_text(text, _NO_LIMIT), "source": source}
+        if intent is not None:
+            body["intent"] = intent
+        else:
+            body["out_of_scope"] = True
+        if decision_id is not None:
+            body["decision_id"] = decision_id
+        if override:
+            body["override"] = True
+        return body
+
+    @staticmethod
+    def _review_path(limit: int) -> str:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InputError(f"limit must be an integer >= 1, got {limit!r:.40}")
+        return f"/v1/review?limit={limit}"
+
+    def _review_items(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        body = self._json(method, path, response)
+        items, total = body.get("items"), body.get("total")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise _unexpected(method, path, response, "no list of review items")
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise _unexpected(method, path, response, "no total of review items")
+        return {"items": items, "total": total}
+
+    def _person_headers(self, source: str = "human", override: bool = False) -> dict[str, str]:
+        """What a person's word is sent with: the approver key when the client has one (else the service key),
+        for ``source="human"``, ``override`` and the review decisions; an agent's (``source="llm"``) with
+        the service key."""
+        return self._approver_headers if source == "human" or override else self._headers
+
+    @property
+    def _reader_headers(self) -> dict[str, str]:
+        """Reads (the review list, the figures): the service key, else the approver key (which opens them too)."""
+        return self._headers or self._approver_headers
+
+    @staticmethod
     def _id_path(template: str, name: str, value: str) -> str:
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{name} must be a non-empty string, got {value!r:.80}")
@@ -173,11 +239,13 @@ class _ClientBase:
         # Only the dispatch routes name an error class; a proxy's {"error": ...} elsewhere is not one of ours.
         if error is not None and path.startswith(_DISPATCH_PATHS):
             cls = ServiceDispatchError
-        elif status in _INPUT_STATUSES:
+        elif status in _INPUT_STATUSES or (status == 409 and path.startswith(_LEARN_PATHS)):
             cls = ServiceInputError
         elif status in _AUTH_STATUSES:
             cls = ServiceAuthError
-            if path.startswith(_APPROVAL_PATHS) and self._approver_headers is self._headers:
+            needs_approver = (path.startswith((_APPROVAL_PATHS, _REVIEW_DECISION_PATHS))
+                              or (path.startswith(_LEARN_PATHS) and "--approver-key-env" in detail))
+            if needs_approver and self._approver_headers is self._headers:
                 where = f" or set ${self.approver_key_env}" if self.approver_key_env else ""
                 message += f" (this client has no approver key: pass approver_key={where})"
             elif status == 401 and not self._headers:
@@ -328,6 +396,38 @@ class RouterClient(_ClientBase):
         path = self._id_path("/v1/sessions/{}", "session_id", session_id)
         return self._json("GET", path, self._send("GET", path, None))
 
+    def feedback(self, text: str, intent: str | None = None, *, out_of_scope: bool = False, source: str = "human",
+                 decision_id: str | None = None, override: bool = False) -> dict[str, Any]:
+        """``POST /v1/feedback``: ``text`` is ``intent``, or out of scope. Logged at once and learned within
+        seconds; answers the item (``id``, ``status``: queued, held_out or duplicate, ...). ``decision_id``
+        names the Decision it corrects; ``override`` (source human only) replaces an example that says
+        otherwise."""
+        body = self._feedback_body(text, intent, out_of_scope, source, decision_id, override)
+        headers = self._person_headers(source, override)
+        return self._json("POST", "/v1/feedback", self._send("POST", "/v1/feedback", body, headers))
+
+    def review(self, limit: int = DEFAULT_REVIEW_LIMIT) -> dict[str, Any]:
+        """``GET /v1/review``: ``{"items": [...], "total": n}``, the oldest ``limit`` tier-2 answers waiting for
+        a person and how many wait in all."""
+        path = self._review_path(limit)
+        return self._review_items("GET", path, self._send("GET", path, None, self._reader_headers))
+
+    def approve_review(self, review_id: str) -> dict[str, Any]:
+        """``POST /v1/review/{id}/approve``: learn that tier-2 answer (as source human); the item's result.
+        Sent with the approver key when the client has one."""
+        path = self._id_path("/v1/review/{}/approve", "review_id", review_id)
+        return self._json("POST", path, self._send("POST", path, None, self._person_headers()))
+
+    def reject_review(self, review_id: str) -> dict[str, Any]:
+        """``POST /v1/review/{id}/reject``: drop that tier-2 answer; the review item dropped. Sent with the
+        approver key when the client has one."""
+        path = self._id_path("/v1/review/{}/reject", "review_id", review_id)
+        return self._json("POST", path, self._send("POST", path, None, self._person_headers()))
+
+    def learning(self) -> dict[str, Any]:
+        """``GET /v1/learning``: the learner's mode, log, counts (``n_learned``, ``n_unserved``, ...)."""
+        return self._json("GET", "/v1/learning", self._send("GET", "/v1/learning", None, self._reader_headers))
+
     def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: the process answers (``{"status": "ok"}``). Needs no API key."""
         return self._json("GET", "/healthz", self._send("GET", "/healthz", None))
@@ -426,6 +526,38 @@ class AsyncRouterClient(_ClientBase):
         """``GET /v1/sessions/{id}``: the session's tokens, cost, calls, steps and budget left."""
         path = self._id_path("/v1/sessions/{}", "session_id", session_id)
         return self._json("GET", path, await self._send("GET", path, None))
+
+    async def feedback(self, text: str, intent: str | None = None, *, out_of_scope: bool = False,
+                       source: str = "human", decision_id: str | None = None, override: bool = False) -> dict[str, Any]:
+        """``POST /v1/feedback``: ``text`` is ``intent``, or out of scope. Logged at once and learned within
+        seconds; answers the item (``id``, ``status``: queued, held_out or duplicate, ...). ``decision_id``
+        names the Decision it corrects; ``override`` (source human only) replaces an example that says
+        otherwise."""
+        body = self._feedback_body(text, intent, out_of_scope, source, decision_id, override)
+        headers = self._person_headers(source, override)
+        return self._json("POST", "/v1/feedback", await self._send("POST", "/v1/feedback", body, headers))
+
+    async def review(self, limit: int = DEFAULT_REVIEW_LIMIT) -> dict[str, Any]:
+        """``GET /v1/review``: ``{"items": [...], "total": n}``, the oldest ``limit`` tier-2 answers waiting for
+        a person and how many wait in all."""
+        path = self._review_path(limit)
+        return self._review_items("GET", path, await self._send("GET", path, None, self._reader_headers))
+
+    async def approve_review(self, review_id: str) -> dict[str, Any]:
+        """``POST /v1/review/{id}/approve``: learn that tier-2 answer (as source human); the item's result.
+        Sent with the approver key when the client has one."""
+        path = self._id_path("/v1/review/{}/approve", "review_id", review_id)
+        return self._json("POST", path, await self._send("POST", path, None, self._person_headers()))
+
+    async def reject_review(self, review_id: str) -> dict[str, Any]:
+        """``POST /v1/review/{id}/reject``: drop that tier-2 answer; the review item dropped. Sent with the
+        approver key when the client has one."""
+        path = self._id_path("/v1/review/{}/reject", "review_id", review_id)
+        return self._json("POST", path, await self._send("POST", path, None, self._person_headers()))
+
+    async def learning(self) -> dict[str, Any]:
+        """``GET /v1/learning``: the learner's mode, log, counts (``n_learned``, ``n_unserved``, ...)."""
+        return self._json("GET", "/v1/learning", await self._send("GET", "/v1/learning", None, self._reader_headers))
 
     async def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: the process answers (``{"status": "ok"}``). Needs no API key."""

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 from router._strict import Strict, format_validation_error
 from router._yaml_file import read_mapping
 from router.errors import ConfigError
+from router.learn._config import LearningConfig
 from router.llm._config import LLMConfig
 
 
@@ -152,6 +153,8 @@ class RouterConfig(Strict):
     llm: LLMConfig | None = None
     # Fine-tune the encoder on the intents at build time; None serves the encoder as shipped.
     finetune: FinetuneConfig | None = None
+    # Learning from feedback and escalations (router/learn/); explicit feedback is on, tier 2's answers off.
+    learning: LearningConfig = LearningConfig()
 
     @model_validator(mode="after")
     def _one_source(self) -> RouterConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +14,25 @@ TIER_RULES = "rules"
 TIER_STATIC = "static"
 TIER_EMBEDDING = "embedding"
 TIER_LLM = "llm"
+
+# Decision ids: a random prefix per process and a counter, so ids are unique across processes and
+# replicas at a fraction of a uuid4's cost (the static tier answers in tens of µs).
+_ID_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(1)
+
+
+def _reseed() -> None:
+    """A forked child (gunicorn --preload, multiprocessing's fork) gets its own prefix: ids never repeat."""
+    global _ID_PREFIX, _COUNTER
+    _ID_PREFIX, _COUNTER = os.urandom(6).hex(), itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def next_decision_id() -> str:
+    return f"{_ID_PREFIX}{next(_COUNTER):x}"
 
 
 @dataclass(slots=True)
@@ -57,6 +78,8 @@ class Decision:
     degraded: bool = False
     degraded_reason: str | None = None
     llm: LLMCall | None = None
+    # Names this Decision: feedback (POST /v1/feedback ``decision_id``) says which one it corrects.
+    id: str = ""
 
     @property
     def accepted(self) -> bool:

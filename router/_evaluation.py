@@ -13,6 +13,9 @@ Definitions (out-of-scope queries are labelled ``oos``):
 With tier 2 configured (``router eval --llm BACKEND``) the report adds the metrics of
 ``router.llm._gate.tier2_metrics`` (escalation rate, accuracy on the escalated slice with and
 without the LLM, end-to-end accuracy with and without it, LLM latency and tokens).
+
+With ``learn_from`` (``router eval --learn-from val``) the report is that of the state after learning from
+that stream, with ``before`` and the learning keys: the protocol is ``router.learn._eval``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from router._intents import OOS, Labelled
 from router._paths import indexes_dir
 from router._progress import Progress, make_progress
 from router._router import Router
+from router.learn._config import LearningConfig
 from router.llm._gate import tier2_metrics
 
 
@@ -88,11 +92,15 @@ def evaluate(router: Router, test: Labelled, progress: bool | Progress = False) 
 
 
 def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = False,
-             index_dir: str | Path | None = None) -> dict[str, Any]:
+             index_dir: str | Path | None = None, learn_from: Labelled | None = None,
+             learn_feed: Literal["missed", "all"] = "missed") -> dict[str, Any]:
     """Build ``config`` into a scratch index, evaluate it on ``test`` with the query cache off.
 
     Tier 2 (when ``config.llm`` is set) is measured whatever the build-time gate would say.
     ``progress``: the build's stages and the evaluation's bar (see ``router.progress``).
+    ``learn_from``: a labelled stream (the validation split) to learn from between a ``before`` evaluation
+    and the one reported (``router.learn._eval.learn_from``); its learning log is a scratch file beside
+    the scratch index, deleted with it.
     """
     show = make_progress(progress)
     if config.llm is not None:
@@ -100,14 +108,25 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
     root = indexes_dir(index_dir)
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".eval-{config.name}-", dir=root))
+    learn_log = folder.with_name(f"{folder.name}.learned.jsonl")
     try:
         report = Builder(config, progress=show).build(folder)
-        router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}))
+        learning: LearningConfig | Literal["off"] = "off"
+        if learn_from is not None:
+            from router.learn._eval import scratch_learning
+
+            learning = scratch_learning(config.learning, learn_log)
+        router = Router.load(folder, encoder=config.encoder.model_copy(update={"cache_size": 0}), learning=learning)
         try:
             if router.tier2 is not None:
                 with show.stage("load the LLM"):
                     router.warm()
-            result = evaluate(router, test, show)
+            if learn_from is None:
+                result = evaluate(router, test, show)
+            else:
+                from router.learn import _eval
+
+                result = _eval.learn_from(router, learn_from, test, show, feed=learn_feed)
         finally:
             router.close()
         m = report.manifest
@@ -130,3 +149,4 @@ def run_eval(config: RouterConfig, test: Labelled, progress: bool | Progress = F
         return result
     finally:
         remove_index(folder)  # the name is a symlink to a generation beside it: both go
+        learn_log.unlink(missing_ok=True)

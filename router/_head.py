@@ -51,16 +51,24 @@ def train_head(
     epochs: int = 300,
     learning_rate: float = 0.1,
     on_epoch: Callable[[], None] | None = None,
+    init: LinearHead | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> LinearHead:
     """Fit softmax regression; ``labels`` are class indices in ``[0, n_classes)``.
 
-    ``on_epoch`` is called after each epoch (a progress bar's tick)."""
+    ``on_epoch`` is called after each epoch (a progress bar's tick). ``init``: start from this head's
+    weights (a warm-started refit: learning from feedback, router/learn/); ``sample_weight``: each row's
+    weight in the loss (default 1 each)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = x.shape
     onehot = np.zeros((n, n_classes), dtype=np.float32)
     onehot[np.arange(n), labels] = 1.0
-    w = np.zeros((dim, n_classes), dtype=np.float32)
-    b = np.zeros(n_classes, dtype=np.float32)
+    if sample_weight is not None:  # the mean over rows becomes a weighted mean
+        onehot_scale = (np.asarray(sample_weight, dtype=np.float32) * (n / float(np.sum(sample_weight))))[:, None]
+    else:
+        onehot_scale = None
+    w = np.zeros((dim, n_classes), dtype=np.float32) if init is None else init.weights.astype(np.float32, copy=True)
+    b = np.zeros(n_classes, dtype=np.float32) if init is None else init.bias.astype(np.float32, copy=True)
     m_w, v_w = np.zeros_like(w), np.zeros_like(w)
     m_b, v_b = np.zeros_like(b), np.zeros_like(b)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
@@ -68,6 +76,8 @@ def train_head(
     for step in range(1, epochs + 1):
         grad = head.probabilities(x)
         grad -= onehot
+        if onehot_scale is not None:
+            grad *= onehot_scale
         grad /= n
         g_w = x.T @ grad + l2 * w
         g_b = grad.sum(axis=0)
@@ -80,4 +90,4 @@ def train_head(
         b -= learning_rate * (m_b / correction1) / (np.sqrt(v_b / correction2) + eps)
         if on_epoch is not None:
             on_epoch()
-    return LinearHead(w.astype(np.float32), b.astype(np.float32))
+    return LinearHead(w.astype(np.float32), b.astype(np.float32), reject=init is not None and init.reject)

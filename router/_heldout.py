@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,3 +90,31 @@ def heldout_evidence(train: TrainFn, vectors: np.ndarray, classes: np.ndarray, n
             on_fold()
     return Evidence(*(np.concatenate([getattr(p, k) for p in parts])
                       for k in ("best", "score", "top_similarity", "nearest", "truth")))
+
+
+HELDOUT_FILE = "heldout.npz"
+
+
+@dataclass
+class HeldoutSet:
+    """The calibration split as the build scored it, kept in the index (``heldout.npz``): learning re-checks
+    precision on it after each refit (router/learn/), minus any row that has since been learned from.
+
+    Rows: the validation split plus the out-of-scope training examples it was calibrated with."""
+
+    vectors: np.ndarray  # the transformer's
+    static_vectors: np.ndarray | None  # the static table's, when the index has that tier
+    truth: np.ndarray  # class index, -1 for out of scope
+    digests: np.ndarray  # router.learn digest() of each row's text
+
+    def save(self, folder: Path) -> None:
+        arrays = {"vectors": self.vectors, "truth": self.truth, "digests": self.digests}
+        if self.static_vectors is not None:
+            arrays["static_vectors"] = self.static_vectors
+        np.savez(folder / HELDOUT_FILE, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, folder: Path) -> HeldoutSet:
+        with np.load(folder / HELDOUT_FILE) as data:
+            static = np.ascontiguousarray(data["static_vectors"]) if "static_vectors" in data.files else None
+            return cls(np.ascontiguousarray(data["vectors"]), static, data["truth"], data["digests"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,13 +29,16 @@ from router.encoders import Encoder, build_encoder, build_tuned_encoder, encoder
 from router.errors import ConfigError, IndexLoadError, InputError
 from router.llm._config import LLMConfig
 from router.llm._gate import gate_status
-from router.tiers import ALL_KINDS, COMPUTE, LOCAL, Query, TierContext, TierKind, build_chain
+from router.tiers import ALL_KINDS, COMPUTE, LOCAL, Chain, Query, TierContext, TierKind, build_chain
 from router.tiers._chain import ComputeRunner, on_a_thread
 from router.train import check_tuned
 
 if TYPE_CHECKING:
+    from router.learn import LearningConfig
+    from router.learn._learner import ApplyReport, Learner, LearnResult
     from router.llm._escalator import Escalator
     from router.providers import Provider
+    from router.state import StateConfig
 
 Tiers = Literal["all", "local"]
 _KINDS: dict[str, tuple[TierKind, ...]] = {"all": ALL_KINDS, "local": LOCAL}
@@ -75,11 +78,31 @@ class OpenedIndex:
     manifest: IndexManifest
     config: RouterConfig
     static: bool  # whether the static table was verified too
+    path: Path  # the index as named (``indexes/default``): its learned-examples log lives beside it
 
     @classmethod
     def open(cls, index: str | Path, index_dir: str | Path | None = None, static: bool = True) -> OpenedIndex:
-        folder, manifest = open_index(index_folder(index, index_dir), static=static)
-        return cls(folder, manifest, built_config(folder), static)
+        path = index_folder(index, index_dir)
+        folder, manifest = open_index(path, static=static)
+        return cls(folder, manifest, built_config(folder), static, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What a Router serves now: the index state and the chain of tiers over it. Learning swaps both in one
+    assignment (``Router._install``); a call reads it once, so it runs on one state from start to end."""
+
+    artifact: IndexArtifact
+    chain: Chain
+
+
+class _Cell:
+    """The one place a Router and its ``with_compute`` twins read the live state from."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, live: Live) -> None:
+        self.live = live
 
 
 class Router(Lifecycle):
@@ -94,7 +117,6 @@ class Router(Lifecycle):
         escalator: Escalator | None = None,
         compute: ComputeRunner = on_a_thread,
     ) -> None:
-        self.artifact = artifact
         self.escalator = escalator
         self.encoder = encoder
         self.limits = limits or artifact.config.limits
@@ -102,8 +124,10 @@ class Router(Lifecycle):
         wanted = max(top_k or artifact.config.top_k, escalator.config.top_k if escalator is not None else 0)
         self.top_k = min(wanted, len(artifact.head_intents))
         # The one intent -> skill map: the intent's own skill when its file sets one, else its name.
-        skills: dict[str, str | None] = {i.name: i.skill or i.name for i in artifact.intents.intents}
-        self.chain = build_chain(TierContext(artifact, encoder, escalator, skills, self.top_k))
+        self._skills: dict[str, str | None] = {i.name: i.skill or i.name for i in artifact.intents.intents}
+        self._cell = _Cell(Live(artifact, build_chain(TierContext(artifact, encoder, escalator, self._skills,
+                                                                  self.top_k))))
+        self.learning: Learner | None = None  # set by ``load`` unless learning="off" (router/learn/)
         self.compute = compute  # how the async path runs compute tiers (the service: its micro-batcher)
         self._bridge = SyncBridge()  # the sync path's way to tier 2, started on its first use
         self._closed = False
@@ -122,6 +146,9 @@ class Router(Lifecycle):
         llm: LLMConfig | Literal["built", "off"] = "built",
         providers: Mapping[str, Provider] | None = None,
         static: bool | None = None,
+        learning: LearningConfig | Literal["built", "off"] = "built",
+        learn_state: StateConfig | None = None,
+        protected_intents: Collection[str] = (),
     ) -> Router:
         """Load a built index by name (under ``indexes/``), by folder path, or as already opened.
 
@@ -131,7 +158,11 @@ class Router(Lifecycle):
         an ``llm`` section), another ``LLMConfig``, or ``"off"``. ``providers`` (backend label
         → ``router.providers.Provider``) replaces those the config would build (tests, custom
         backends). ``static`` switches tier 1a (the static token table): None serves it when the
-        index has one, False skips it, True requires it.
+        index has one, False skips it, True requires it. ``learning``: learning from feedback
+        (router/learn/): the index config's ``learning`` section (``"built"``), another
+        ``LearningConfig``, or ``"off"``; its log (beside the index, or shared through ``learn_state``, a
+        Redis state) is replayed now. ``protected_intents`` learn only from ``source="human"`` (the
+        intents of skills that write).
         """
         # ``folder``: the generation the name points to now; every file is read from it, checked first.
         opened = index if isinstance(index, OpenedIndex) else None
@@ -159,7 +190,19 @@ class Router(Lifecycle):
         served = (build_encoder(enc_config) if tuned is None else
                   build_tuned_encoder(enc_config, folder / tuned.onnx_file, tuned.base_model, manifest.encoder_id,
                                       tuned.tokenizer_sha256))
-        return cls(artifact, served, limits, top_k, escalator)
+        router = cls(artifact, served, limits, top_k, escalator)
+        learn_config = built.learning if learning == "built" else None if learning == "off" else learning
+        if learn_config is not None:
+            from router.learn._learner import Learner
+            from router.learn._log import build_log
+
+            try:
+                router.learning = Learner(router, learn_config, build_log(learn_config, opened.path, learn_state),
+                                          protected_intents)
+            except BaseException:
+                router.close()
+                raise
+        return router
 
     @classmethod
     def from_config(cls, path: str | Path, index_dir: str | Path | None = None, static: bool | None = None) -> Router:
@@ -172,8 +215,8 @@ class Router(Lifecycle):
         opened = OpenedIndex.open(folder, static=served_static is not False)
         sources = resolve_sources(config)
         check_tuned(opened.manifest.finetune, config, sources.intents, sources.validation, folder)
-        return cls.load(opened, encoder=config.encoder, intents=sources.intents,
-                        limits=config.limits, top_k=config.top_k, llm=config.llm or "off", static=served_static)
+        return cls.load(opened, encoder=config.encoder, intents=sources.intents, limits=config.limits,
+                        top_k=config.top_k, llm=config.llm or "off", static=served_static, learning=config.learning)
 
     def with_compute(self, compute: ComputeRunner) -> Router:
         """This router (the same index, tiers and tier 2) with its async path's compute tiers run by
@@ -181,6 +224,54 @@ class Router(Lifecycle):
         twin = copy.copy(self)
         twin.compute = compute
         return twin
+
+    @property
+    def artifact(self) -> IndexArtifact:
+        """The index state serving now (the built index, plus what was learned since)."""
+        return self._cell.live.artifact
+
+    @property
+    def chain(self) -> Chain:
+        return self._cell.live.chain
+
+    def _install(self, artifact: IndexArtifact) -> None:
+        """Serve ``artifact`` (a learned state of the same index) from the next call on: one assignment."""
+        chain = build_chain(TierContext(artifact, self.encoder, self.escalator, self._skills, self.top_k))
+        self._cell.live = Live(artifact, chain)
+
+    # -- learning ---------------------------------------------------------------------------------------
+    def _learner(self) -> Learner:
+        if self.learning is None:
+            from router.errors import FeedbackNotAllowed
+
+            raise FeedbackNotAllowed("learning is off for this Router (Router.load(..., learning='off'))")
+        return self.learning
+
+    def learn(self, text: str, intent: str | None = None, *, out_of_scope: bool = False, source: str = "human",
+              override: bool = False, decision_id: str | None = None) -> LearnResult:
+        """Teach one example: ``text`` is ``intent``, or out of scope. It is checked, appended to the log beside
+        the index (so a restart keeps it) and learned now: the head refit takes seconds on a large index
+        (``learn_many`` learns a batch in one). ``status`` says whether it is ``learned`` (served from the
+        next call), ``held_out`` (kept for the precision check, never trained on), ``refused`` (the check
+        refused the learned state) or ``duplicate``. Raises UnknownIntent, FeedbackConflict (an example
+        says otherwise; ``override=True`` with ``source="human"`` replaces it), FeedbackNotAllowed,
+        FeedbackRateLimited or InputError."""
+        learner = self._learner()
+        result = learner.submit(text, intent, out_of_scope=out_of_scope, source=source, override=override,
+                                decision_id=decision_id)
+        if result.status == "queued":
+            learner.wait_applied()
+            result.status = "learned" if learner.served(result.id) else "refused"
+        return result
+
+    def learn_many(self, items: Iterable[tuple[str, str | None]], *, source: str = "human") -> ApplyReport:
+        """Teach many ``(text, intent)`` pairs (intent None: out of scope) and learn them in one refit. Every
+        item is checked before any is logged; the first bad one raises and none is taken."""
+        learner = self._learner()
+        learner.submit_many(list(items), source)
+        report = learner.wait_applied()
+        assert report is not None
+        return report
 
     @property
     def tier2(self) -> Escalator | None:
@@ -206,6 +297,8 @@ class Router(Lifecycle):
         if self._closed:
             return
         self._closed = True
+        if self.learning is not None:
+            self.learning.close()
         escalator = self.escalator
         if escalator is None:
             self._bridge.close()
@@ -219,6 +312,8 @@ class Router(Lifecycle):
         if self._closed:
             return
         self._closed = True
+        if self.learning is not None:
+            await asyncio.to_thread(self.learning.close)  # waits for an apply under way
         escalator = self.escalator
         if self._bridge.running:
             await asyncio.to_thread(self._bridge.close, None if escalator is None else escalator.aclose)
@@ -257,22 +352,33 @@ class Router(Lifecycle):
 
     # Telemetry off (``router._telemetry``): one test, then the chain as ever. On: a ``router.classify``
     # span around the chain, one child span per tier that runs.
+    # A call reads the live state once: a learned state swapped in meanwhile serves the next call.
     def _decide(self, queries: list[Query], kinds: tuple[TierKind, ...]) -> list[Decision]:
+        live = self._cell.live
         if _telemetry.tracer is None:
-            self.chain.run(queries, kinds, self._bridge)
-            return self.chain.finish(queries)
-        with _telemetry.classify_span(self.artifact.manifest, queries) as span:
-            self.chain.run(queries, kinds, self._bridge, traced=True)
-            return _telemetry.decided(span, self.chain.finish(queries))
+            live.chain.run(queries, kinds, self._bridge)
+            return self._offered(queries, live.chain.finish(queries))
+        with _telemetry.classify_span(live.artifact.manifest, queries) as span:
+            live.chain.run(queries, kinds, self._bridge, traced=True)
+            return self._offered(queries, _telemetry.decided(span, live.chain.finish(queries)))
 
     async def _adecide(self, queries: list[Query], kinds: tuple[TierKind, ...],
                        inline_off_loop: bool = False) -> list[Decision]:
+        live = self._cell.live
         if _telemetry.tracer is None:
-            await self.chain.arun(queries, kinds, self.compute, inline_off_loop)
-            return self.chain.finish(queries)
-        with _telemetry.classify_span(self.artifact.manifest, queries) as span:
-            await self.chain.arun(queries, kinds, self.compute, inline_off_loop, traced=True)
-            return _telemetry.decided(span, self.chain.finish(queries))
+            await live.chain.arun(queries, kinds, self.compute, inline_off_loop)
+            return self._offered(queries, live.chain.finish(queries))
+        with _telemetry.classify_span(live.artifact.manifest, queries) as span:
+            await live.chain.arun(queries, kinds, self.compute, inline_off_loop, traced=True)
+            return self._offered(queries, _telemetry.decided(span, live.chain.finish(queries)))
+
+    def _offered(self, queries: list[Query], decisions: list[Decision]) -> list[Decision]:
+        """Tier 2's answers go to the learner when it learns from them (``learning.mode`` review or auto)."""
+        learner = self.learning
+        if learner is not None and learner.watching:
+            for q, decision in zip(queries, decisions, strict=True):
+                learner.offer(q.text, decision)
+        return decisions
 
 
 def _run_to_end(coro: Any) -> None:

@@ -11,7 +11,8 @@ boundary so callers catch one family::
     │                          batch too large); also a ValueError
     ├── ModelError             model package missing, file hash mismatch, export failure
     ├── IndexLoadError         no index where one was expected, unreadable files
-    │   └── StaleIndexError    manifest disagrees with the configured encoder or intents
+    │   ├── StaleIndexError    manifest disagrees with the configured encoder or intents
+    │   └── LearnLogError      the learned-examples log is unreadable, or one of its whole lines is invalid
     ├── ProviderError          a model backend (tier-2 LLM, premium provider) failed one call
     │   ├── ProviderTimeout    no answer within the per-call timeout              (retryable)
     │   ├── ProviderUnavailable  connection refused or dropped, HTTP 5xx/529      (retryable)
@@ -31,6 +32,13 @@ boundary so callers catch one family::
     │   ├── SkillFailed        the handler raised, or its result failed the schema/freshness check
     │   └── StateUnavailable   the shared state (Redis) cannot be reached: budgets fail closed, nothing
     │                          is sent unmetered (503, ``retry_after``)
+    ├── LearningError          feedback the learner refused (router.learn, POST /v1/feedback, the review queue)
+    │   ├── FeedbackConflict   the text is already an example of another intent (409); ``existing``, ``requested``
+    │   ├── UnknownIntent      the intent is not one of the index's (422); also an InputError
+    │   ├── FeedbackNotAllowed this source may not teach this (403): feedback off, or a ``writes`` intent
+    │   │                      from a source other than ``human``
+    │   ├── FeedbackRateLimited learning.max_per_minute reached for that source (429, ``retry_after``)
+    │   └── ReviewError        an unknown or already decided review id (404)
     └── ServiceError           the HTTP client (``router.client``): the service answered 4xx/5xx, or no answer;
         │                      ``status`` (None without an answer), ``detail``, ``error``, ``retry_after``
         ├── ServiceInputError  400/413/422: the request was refused as invalid; also an InputError
@@ -54,6 +62,7 @@ Messages name the parameter and the offending value, and say how to fix it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from router._redact import redact
@@ -82,6 +91,13 @@ __all__ = [
     "TooManyApprovals",
     "SkillFailed",
     "StateUnavailable",
+    "LearningError",
+    "FeedbackConflict",
+    "UnknownIntent",
+    "FeedbackNotAllowed",
+    "FeedbackRateLimited",
+    "ReviewError",
+    "LearnLogError",
     "RouterError",
     "ServiceAuthError",
     "ServiceDispatchError",
@@ -259,6 +275,48 @@ class StateUnavailable(DispatchError):
         super().__init__(f"state backend {backend} is unavailable ({redact(detail)}); the step was refused and "
                          f"nothing was sent to a provider; retry after {retry_after:g}s")
         self.backend, self.detail, self.retry_after = backend, detail, retry_after
+
+
+class LearnLogError(IndexLoadError):
+    """The learned-examples log (``learning.log``) cannot be read, or one of its whole lines is not a valid
+    entry (a last line without its newline is a crash mid-write: it is dropped, not an error)."""
+
+
+class LearningError(RouterError):
+    """Feedback the learner refused; nothing was logged or learned."""
+
+
+class FeedbackConflict(LearningError):
+    """The text (normalised: case and spacing) is already an example of another intent, or out of scope.
+
+    Only ``source="human"`` with ``override=True`` may replace it."""
+
+    def __init__(self, text: str, existing: str, requested: str, where: str) -> None:
+        super().__init__(f"text {text!r:.80} is already {where} of {existing!r}; feedback says {requested!r}. "
+                         "Only source='human' with override=true replaces it")
+        self.existing, self.requested = existing, requested
+
+
+class UnknownIntent(LearningError, InputError):
+    """The feedback names an intent the index does not have."""
+
+
+class FeedbackNotAllowed(LearningError):
+    """This source may not teach this: feedback is off, or the intent maps to a ``writes`` skill and the
+    source is not ``human``."""
+
+
+class FeedbackRateLimited(LearningError):
+    """``learning.max_per_minute`` items of this source were taken in the last minute."""
+
+    def __init__(self, source: str, limit: int, retry_after: float) -> None:
+        super().__init__(f"learning.max_per_minute={limit:,} reached for source={source!r}; retry after "
+                         f"{math.ceil(retry_after)}s")
+        self.source, self.limit, self.retry_after = source, limit, retry_after
+
+
+class ReviewError(LearningError):
+    """A review id that is unknown, or already approved or rejected."""
 
 
 class ServiceError(RouterError):

@@ -41,7 +41,7 @@ def anyio_backend() -> str:
 
 def _without_latency(decisions: list[Decision]) -> list[Decision]:
     """Latencies differ run to run; everything else must match the in-process Router exactly."""
-    return [replace(d, latency_us={}) for d in decisions]
+    return [replace(d, latency_us={}, id="") for d in decisions]
 
 
 @pytest.fixture

@@ -64,10 +64,26 @@ def truncate(path: Path) -> None:
 def test_the_manifest_records_every_file(mini_index: Path) -> None:
     m = read_manifest(mini_index.resolve())
     assert m.format_version == FORMAT_VERSION
-    assert sorted(m.files) == FILES == sorted(p.name for p in mini_index.iterdir() if p.name != "manifest.json")
+    on_disk = sorted(p.name for p in mini_index.iterdir() if p.name != "manifest.json")
+    assert sorted(m.files) == sorted([*FILES, "heldout.npz"]) == on_disk
     for name, record in m.files.items():
         assert record.size == (mini_index / name).stat().st_size
-    assert sorted(index_files(m)) == FILES  # what a load reads, so checks
+    # What a load reads, so checks. The calibration split (heldout.npz) is read, and checked, only when learning
+    # re-checks precision.
+    assert sorted(index_files(m)) == FILES
+
+
+def test_a_changed_heldout_split_is_refused_when_learning_reads_it(mini_index: Path, tmp_path: Path) -> None:
+    from router.learn import LearningConfig
+
+    copy = clone(mini_index, tmp_path / "copy")
+    flip_one_byte(copy / "heldout.npz")
+    router = Router.load(copy, llm="off", learning=LearningConfig(log=str(tmp_path / "l.jsonl"), reservoir_share=0))
+    try:
+        with pytest.raises(IndexLoadError, match=r"heldout.npz does not match the sha256 in its manifest"):
+            router.learn("please tell me the chance of snow in oslo", "weather")
+    finally:
+        router.close()
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -18,6 +18,7 @@ import router.errors
 ROUTER_ALL = [
     "AsyncRouterClient", "BuildReport", "Builder", "CalibrationConfig", "Candidate", "Decision",
     "Dispatcher", "EncoderConfig", "FinetuneConfig", "Intent", "IntentSet", "LLMBackendConfig", "LLMConfig",
+    "LearningConfig",
     "LimitsConfig", "ModelRoutingConfig", "Router", "RouterClient", "RouterConfig", "RulesConfig", "ServeConfig",
     "Skill", "SkillContext", "SkillRegistry", "StateConfig", "StaticConfig", "VectorIndexConfig", "__version__",
     "instrument", "intent_set_from_yaml", "load_config", "load_intent_source", "load_model_routing", "uninstrument",
@@ -48,6 +49,19 @@ def test_every_public_name_resolves() -> None:
         assert getattr(router.dispatch, name) is not None, name
     assert router.Dispatcher is router.dispatch.Dispatcher
     assert router.IndexLoadError is router.errors.IndexLoadError
+
+
+LEARN_ALL = ["ApplyReport", "LEARN_LOGS", "LearnLog", "LearnResult", "Learner", "LearningConfig", "LogEntry",
+             "ReviewItem", "build_log", "digest", "normalise"]
+
+
+def test_learn_all_is_pinned_and_resolves() -> None:
+    import router.learn
+
+    assert sorted(router.learn.__all__) == sorted(LEARN_ALL)
+    for name in router.learn.__all__:
+        assert getattr(router.learn, name) is not None, name
+    assert router.LearningConfig is router.learn.LearningConfig
 
 
 def test_dispatch_all_is_pinned() -> None:

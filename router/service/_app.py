@@ -1,7 +1,7 @@
 """The FastAPI app factory: the lifespan, the endpoint families' routers, the probes, the Guard.
 
-Each endpoint family (``classify/``, ``dispatch/``, ``admin/``) has its protocol models, an ``APIRouter`` that
-gets its serving object from ``app.state`` by ``Depends``, and its serving logic. Errors map to
+Each endpoint family (``classify/``, ``dispatch/``, ``admin/``, ``learn/``) has its protocol models, an
+``APIRouter`` that gets its serving object from ``app.state`` by ``Depends``, and its serving logic. Errors map to
 statuses in one table (``_errors.py``); limits are the Guard's (``guard.py``).
 """
 
@@ -33,6 +33,8 @@ from router.service.dispatch._observe import observe
 from router.service.dispatch._routes import not_configured
 from router.service.dispatch._routes import router as dispatch_routes
 from router.service.dispatch._serving import DispatchServing
+from router.service.learn._routes import learn_router
+from router.service.learn._serving import LearnServing, LearnTrust
 
 log = logging.getLogger("router.service")
 
@@ -68,11 +70,22 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
 
     app = FastAPI(title="tiered-router", version="0.1.0", lifespan=lifespan, default_response_class=FastJSON)
     install_error_handlers(app, service.metrics)
+    # Who the learning routes trust as a person (the credential the Guard finds, never the body's word); the
+    # learned-examples log records that credential as `by`, never a secret.
+    trust = LearnTrust.of(config)
+    if trust.open_to_anyone:
+        log.warning("router: --feedback on without --api-key-env: anyone who reaches the port can teach the router "
+                    "(POST /v1/feedback%s)", ", as source 'llm' only: source 'human' and the review decisions need "
+                    "the approver key" if config.approver_key_env else ", and decide its review queue")
+    learnable = service.router.artifact.head_intents  # the intents with examples: those feedback can teach
     families = [classify_router(service.limits, ClassifyServing(service)),
                 not_configured if dispatcher is None else dispatch_routes,
-                admin_router(AdminServing(service, keyed=bool(config.api_key_env)))]
+                admin_router(AdminServing(service, keyed=bool(config.api_key_env))),
+                learn_router(LearnServing(service, trust), service.limits.max_text_chars, learnable)]
     if dispatcher is not None:
         app.state.dispatch = DispatchServing(service, dispatcher)
+        # A reload protects the intents of the skills that write, as load_router did at start from --skills.
+        service.writes = frozenset(skill.name for skill in dispatcher.skills if skill.writes)
     for family in families:
         app.include_router(family)
 

@@ -13,7 +13,8 @@ the variable over the default. An empty variable counts as unset. The variables:
     ROUTER_SERVE_SKILLS, ROUTER_SERVE_MODEL_ROUTING, ROUTER_SERVE_API_KEY_ENV,
     ROUTER_SERVE_APPROVER_KEY_ENV, ROUTER_SERVE_ALLOW_SELF_APPROVAL (true/false),
     ROUTER_SERVE_DRAIN_DELAY_S, ROUTER_SERVE_SHUTDOWN_GRACE_S, ROUTER_SERVE_WORKERS, ROUTER_SERVE_STATE,
-    ROUTER_SERVE_OTLP_ENDPOINT, ROUTER_SERVE_OTEL_SERVICE_NAME.
+    ROUTER_SERVE_OTLP_ENDPOINT, ROUTER_SERVE_OTEL_SERVICE_NAME, ROUTER_SERVE_LEARNING,
+    ROUTER_SERVE_FEEDBACK (true/false), ROUTER_SERVE_LEARN_LOG.
 
 A variable with the prefix that names no field is an error, as an unknown key is (a typo would
 otherwise leave the default in force). ``api_key_env`` names the variable holding the bearer token,
@@ -23,7 +24,7 @@ the config and turns a bad value into a ``ConfigError`` naming the flag or the v
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,25 @@ class ServeConfig(BaseSettings):
     otel_service_name: str | None = Field(None, min_length=1, max_length=256,
                                           description="service.name of the exported spans (default: "
                                                       "$OTEL_SERVICE_NAME, else tiered-router)")
+
+    # Learning (router/learn/): each None keeps the index config's `learning:` section. The log is a file
+    # shared by the workers of one host; with --state redis://... it is a Redis stream every replica shares.
+    learning: Literal["off", "review", "auto"] | None = Field(
+        None, description="tier 2's answers: off (not learned), review (queued for a person: GET /v1/review), "
+                          "auto (learned when confident) (default: the index config's learning.mode, off unless "
+                          "built otherwise)")
+    # Feedback changes what the router answers: never open to the network by default (service/learn/_serving.py).
+    feedback: bool | None = Field(None, description="take POST /v1/feedback. auto (the default): on with "
+                                                    "--api-key-env (unless the index config's learning.feedback "
+                                                    "is false), off without one: the learning routes then answer "
+                                                    "403. on without --api-key-env: anyone who reaches the port "
+                                                    "can teach the router (logged as a warning at start). With "
+                                                    "--approver-key-env, source human, override and the review "
+                                                    "decisions need the approver key")
+    learn_log: str | None = Field(None, min_length=1, max_length=4096,
+                                  description="the learned-examples log, JSON lines (default: the index config's "
+                                              "learning.log, else <index>.learned.jsonl beside the index; with "
+                                              "--state redis://... a Redis stream instead)")
 
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> ServeConfig:

@@ -7,6 +7,11 @@ unknown approval 404, a provider chain or a skill that failed 502, a new session
 budgets.max_sessions 503, the shared state unreachable 503, an approval whose handler is running 409,
 pending approvals past their cap 429. A refusal that clears by itself (SessionsFull, TooManyApprovals,
 StateUnavailable) says when (Retry-After).
+
+The learner's refusals (router/learn/) name their class in ``"error"`` too: a contradicting example 409
+(with ``existing`` and ``requested``, the intent an example already gives the text and the one asked
+for), an unknown intent 422, a source that may not teach this 403, ``learning.max_per_minute`` 429
+(Retry-After, with ``source`` and ``limit``), an unknown or decided review id 404.
 """
 
 from __future__ import annotations
@@ -24,14 +29,20 @@ from router.errors import (
     BudgetExceeded,
     DispatchError,
     FallbacksExhausted,
+    FeedbackConflict,
+    FeedbackNotAllowed,
+    FeedbackRateLimited,
     InputError,
     InvalidParameters,
+    LearningError,
     ProviderError,
+    ReviewError,
     SessionsFull,
     SkillFailed,
     SkillNotAllowed,
     StateUnavailable,
     TooManyApprovals,
+    UnknownIntent,
 )
 from router.service._metrics import Metrics
 from router.service._models import ErrorResponse
@@ -51,8 +62,16 @@ STATUS: dict[type[Exception], int] = {
     ApprovalRunning: 409,
     TooManyApprovals: 429,
     StateUnavailable: 503,
+    FeedbackConflict: 409,
+    UnknownIntent: 422,
+    FeedbackNotAllowed: 403,
+    FeedbackRateLimited: 429,
+    ReviewError: 404,
 }
 
+
+FEEDBACK_PATH = "/v1/feedback"
+LEARN_PREFIXES = (FEEDBACK_PATH, "/v1/review", "/v1/learning")
 
 # What the Guard (_guard.py) and the request validation answer on every route, before its own logic runs.
 GUARDED = {
@@ -72,7 +91,7 @@ def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, A
 
 
 def error_body(exc: Exception) -> dict[str, Any]:
-    if not isinstance(exc, DispatchError | ProviderError):
+    if not isinstance(exc, DispatchError | ProviderError | LearningError):
         return {"detail": str(exc)}
     body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
     if isinstance(exc, BudgetExceeded):
@@ -85,25 +104,38 @@ def error_body(exc: Exception) -> dict[str, Any]:
         body.update(limit_name=exc.limit_name, limit=exc.limit)
     elif isinstance(exc, StateUnavailable):
         body["backend"] = exc.backend
+    elif isinstance(exc, FeedbackConflict):
+        body.update(existing=exc.existing, requested=exc.requested)
+    elif isinstance(exc, FeedbackRateLimited):
+        body.update(source=exc.source, limit=exc.limit)
     return body
 
 
 def _retry_after(exc: Exception) -> dict[str, str] | None:
     """A refusal that clears by itself says when; the client's retry policy reads it."""
-    if isinstance(exc, SessionsFull | TooManyApprovals | StateUnavailable):
+    if isinstance(exc, SessionsFull | TooManyApprovals | StateUnavailable | FeedbackRateLimited):
         return {"Retry-After": str(math.ceil(exc.retry_after))}
     return None
 
 
+def _source_of(body: Any) -> str:
+    """A refused feedback body's ``source`` label: one of the two sources, else ``invalid`` (bounded labels)."""
+    source = body.get("source", "human") if isinstance(body, dict) else "invalid"
+    return source if source in ("human", "llm") else "invalid"
+
+
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def known(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, DispatchError | ProviderError):
+        # A learning route's StateUnavailable (the shared log) is no dispatch outcome.
+        if isinstance(exc, DispatchError | ProviderError) and not request.url.path.startswith(LEARN_PREFIXES):
             metrics.dispatch.labels(type(exc).__name__).inc()
         status = next(STATUS[t] for t in type(exc).__mro__ if t in STATUS)
         return JSONResponse(error_body(exc), status_code=status, headers=_retry_after(exc))
 
     async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        if request.url.path == FEEDBACK_PATH:  # router_feedback_total counts the bodies refused here too
+            metrics.feedback.labels(_source_of(exc.body), "invalid").inc()
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)

@@ -12,10 +12,16 @@ Requests are counted under their route's template (``/v1/approvals/{approval_id}
 the raw path, so the number of label values stays that of the routes.
 
 Approvals have their own credential. With an approver key (``--approver-key-env``), the approval
-routes accept only it: the service key gets 403 (an agent that may dispatch may not approve its own
-writes), anything else 401. An approver needs no service key. Without one, a service with a
+routes (the dispatcher's approvals, and the decisions on the learning review queue) accept only it: the
+service key gets 403 (an agent that may dispatch may not approve its own writes, nor vouch for what the
+router learns), anything else 401. An approver needs no service key: the key also opens the learning
+routes a person uses (feedback, the review list, the learner's figures). Without one, a service with a
 ``writes`` skill refuses to start unless ``--allow-self-approval on`` says, on purpose, that the
 service key (or anyone, without ``--api-key-env``) approves.
+
+The Guard tells the routes which key a request carried (``credential``): the learning routes trust a
+body's ``source: "human"`` and ``override`` only from the approver key when there is one, and the
+learned-examples log records the credential (``Credential.label``), never the key.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router._settings import secret
 from router.errors import ConfigError
 from router.service._config import ServeConfig
+from router.service._credential import STATE_KEY, Credential
 from router.service._service import ClassifierService
+from router.service.learn import _routes as learn
 
 if TYPE_CHECKING:
     from router.dispatch import Dispatcher
@@ -48,7 +56,13 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # under no in-flig
 DISPATCH_ROUTES = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")  # prefixes of max_dispatch_in_flight's routes
 # A lane is named by the ServeConfig field of its cap.
 CLASSIFY_LANE, DISPATCH_LANE = "max_in_flight", "max_dispatch_in_flight"
-APPROVAL_ROUTES = frozenset({"/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject"})
+DISPATCH_APPROVALS = frozenset({"/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject"})
+REVIEW_DECISIONS = frozenset({learn.APPROVE, learn.REJECT})
+# With an approver key, only it opens these.
+APPROVAL_ROUTES = DISPATCH_APPROVALS | REVIEW_DECISIONS
+# The approver key opens these as well as the service key: what a person deciding what the router learns
+# uses besides the decisions (teaching it as source human, the queue to decide, the learner's figures).
+APPROVER_ALSO = frozenset({learn.FEEDBACK, learn.REVIEW, learn.LEARNING})
 
 
 # A refused request's body is read and dropped up to this size, so the connection stays usable
@@ -201,21 +215,39 @@ class Guard:
         # compare_digest: the time taken does not reveal how much of the token matched.
         return token is not None and expected is not None and hmac.compare_digest(token, expected)
 
-    async def _authorized(self, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str,
-                          endpoint: str) -> int | None:
-        """None when the request may go on, else the status it was refused with."""
+    def _credential(self, headers: dict[bytes, bytes]) -> Credential | None:
+        token = self._bearer(headers)
+        if self._matches(token, self.approver_token):
+            return Credential("approver", self.approver.env)
+        if self._matches(token, self.token):
+            return Credential("service", self.config.api_key_env)
+        return None
+
+    def _service_key_refused(self, endpoint: str) -> str:
+        env, service = self.approver.env, self.config.api_key_env
+        if endpoint in REVIEW_DECISIONS:
+            return (f"deciding a review needs the approver key (--approver-key-env: ${env}), not the service key "
+                    f"(${service}): an approved answer is learned as source 'human'. An agent sends what it "
+                    'knows to POST /v1/feedback with "source": "llm" instead')
+        return f"approving needs the approver key (${env}), not the service key (${service})"
+
+    async def _authorized(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
+                          path: str, endpoint: str) -> int | None:
+        """None when the request may go on (its credential in its state), else the status it was refused with."""
+        credential = self._credential(headers)
+        scope.setdefault("state", {})[STATE_KEY] = credential
+        kind = credential.kind if credential is not None else None
         if self.approver_token is not None and endpoint in APPROVAL_ROUTES:
-            token = self._bearer(headers)
-            if self._matches(token, self.approver_token):
+            if kind == "approver":
                 return None
-            env = self.approver.env
-            if self._matches(token, self.token):
+            if kind == "service":
                 self.metrics.rejected.labels("approver_key").inc()
-                await self._refuse(receive, send, 403, f"approving needs the approver key (${env}), not the "
-                                   f"service key (${self.config.api_key_env})")
+                await self._refuse(receive, send, 403, self._service_key_refused(endpoint))
                 return 403
-            return await self._unauthorized(receive, send, "approver key", env)
-        if self.token is not None and path not in OPEN_PATHS and not self._matches(self._bearer(headers), self.token):
+            return await self._unauthorized(receive, send, "approver key", self.approver.env)
+        if kind == "approver" and endpoint in APPROVER_ALSO:
+            return None
+        if self.token is not None and path not in OPEN_PATHS and kind != "service":
             return await self._unauthorized(receive, send, "bearer token", self.config.api_key_env)
         return None
 
@@ -228,7 +260,7 @@ class Guard:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str, endpoint: str) -> int:
         cfg = self.config
         headers = dict(scope["headers"])
-        refused = await self._authorized(receive, send, headers, path, endpoint)
+        refused = await self._authorized(scope, receive, send, headers, path, endpoint)
         if refused is not None:
             return refused
         lane = (None if path in PROBE_PATHS

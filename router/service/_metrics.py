@@ -3,6 +3,8 @@
 Every metric, its labels and its meaning are listed in docs/operations.md, and the shipped alert
 rules (``alerts.yml``) use only these. The dispatcher's metrics come from its trace records
 (``dispatch/_observe.py``): one ``call`` record per provider attempt, one ``skill`` record per step.
+The learner's applies are counted as they end (``watch_learner``, its ``on_apply`` hook), on the
+thread that applied.
 Tier 2's breaker states are read when /metrics is scraped, so they are never stale. They live in a
 registry of their own (``scraped``), which ``render`` adds: under ``--workers N`` the samples of
 ``registry`` are every worker's, summed from prometheus_client's multiprocess files (the registry is
@@ -12,8 +14,9 @@ replaced then, service/_workers.py), while a scrape-time reading can only be the
 from __future__ import annotations
 
 import platform
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,6 +25,9 @@ from router._decision import Decision
 from router._settings import environ
 from router.llm._gate import was_escalated
 
+if TYPE_CHECKING:
+    from router.learn import ApplyReport, Learner
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 4, 8)
 # A dispatch route's request runs up to request_timeout_s + dispatch_timeout_s (60 s by default): the
 # buckets reach past it, or its latency would sit in +Inf and no quantile could be compared with the budget.
@@ -29,8 +35,16 @@ _REQUEST_BUCKETS = (*_LATENCY_BUCKETS, 16, 32, 64, 128)
 # Provider attempts: the shipped models' timeout_s (10, 20, 30, 60 s) are bucket bounds, so an attempt
 # cut at its timeout lands in the bucket that ends there.
 _ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600)
+# A refit, check and swap: tens of milliseconds on a small index, seconds on CLINC150-sized ones.
+_APPLY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 _COST_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
 TOTAL = "total"  # the Decision's latency_us key for the whole classification: router_classify_seconds
+
+
+def served_examples(learner: Learner) -> int:
+    """Learned examples the Learner's router serves now: those trained on, less those not swapped in yet."""
+    stats = learner.stats()
+    return int(stats["n_learned"]) - int(stats["n_unserved"])
 
 
 class _LLMBreakers:
@@ -120,6 +134,19 @@ class Metrics:
                                      "error, timeout, cancelled)", ["skill", "handler"], registry=r)
         self.session_cost = Histogram("router_session_cost_usd", "a session's cost so far, observed at each of "
                                       "its steps", buckets=_COST_BUCKETS, registry=r)
+        # -- learning (service/learn/ and the serving index's Learner) --
+        self.feedback = Counter("router_feedback", "feedback items by source (human, llm; invalid: a body "
+                                "refused before its source was known) and outcome (queued, held_out, duplicate, "
+                                "conflict, unknown_intent, not_allowed, rate_limited, invalid, error)",
+                                ["source", "outcome"], registry=r)
+        self.learn_applies = Counter("router_learn_applies", "learned states tried: swapped in, or refused by the "
+                                     "held-out precision check", ["outcome"], registry=r)
+        # Every worker serves the same log: the largest figure of the live ones is the index's.
+        self.learned_examples = Gauge("router_learned_examples", "learned examples the serving index answers "
+                                      "with (held-out ones excluded)", multiprocess_mode="livemax", registry=r)
+        self.learn_apply_seconds = Histogram("router_learn_apply_seconds", "time to refit, check and swap one "
+                                             "batch of learned examples", buckets=_APPLY_BUCKETS, registry=r)
+        self._learners: weakref.WeakSet[Learner] = weakref.WeakSet()  # those watch_learner watches
 
     def record(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -132,6 +159,24 @@ class Metrics:
                 self.degraded.inc()
             for tier, us in d.latency_us.items():
                 (self.classify_seconds if tier == TOTAL else self.tier_seconds.labels(tier)).observe(us / 1e6)
+
+    def watch_learner(self, learner: Learner) -> None:
+        """Count ``learner``'s applies as they end, and set ``router_learned_examples`` from it now.
+
+        Through the Learner's ``on_apply`` hook: it calls each callback with the report of every apply that
+        refitted (swapped in, or refused by the check), on the thread that applied (its worker's, or a
+        caller's); "nothing new" is none. Watching the same Learner twice adds nothing."""
+        if learner in self._learners:
+            return
+        self._learners.add(learner)
+
+        def applied(report: ApplyReport) -> None:
+            self.learn_applies.labels("swapped" if report.swapped else "refused").inc()
+            self.learn_apply_seconds.observe(report.seconds)
+            self.learned_examples.set(served_examples(learner))
+
+        learner.on_apply.append(applied)
+        self.learned_examples.set(served_examples(learner))
 
     def watch_llm(self, escalator: Callable[[], Any]) -> None:
         """Export tier 2's breaker states; ``escalator`` returns the serving router's escalator (or None)."""

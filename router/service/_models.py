@@ -33,6 +33,7 @@ class ReadyResponse(BaseModel):
     draining: bool
     llm: dict[str, Any]
     state: dict[str, Any] | None = None  # the dispatcher's state backend, when dispatch is on
+    learning: dict[str, Any] | None = None  # the serving index's Learner (GET /v1/learning), when it has one
 
 
 class ErrorResponse(BaseModel):

@@ -19,17 +19,15 @@ from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
-from pydantic import ValidationError
 
 from router._router import Router
-from router._strict import format_validation_error
 from router._telemetry import TracingMiddleware, configure_from_serve_config
-from router.dispatch import Dispatcher, ModelRoutingConfig, load_model_routing, load_registry
-from router.errors import ConfigError
+from router.dispatch import Dispatcher, load_registry
 from router.service._app import create_app
 from router.service._config import ServeConfig
 from router.service._connections import guarded_protocol
 from router.service._service import ClassifierService, load_router
+from router.service._state import model_routing
 from router.service.dispatch._observe import ObservedSink
 
 BACKLOG = 2048  # pending connections the listening socket holds (the --workers supervisor binds it likewise)
@@ -95,18 +93,6 @@ def build_server(config: ServeConfig, router: Router | None = None,
                         timeout_keep_alive=config.keep_alive_timeout_s,
                         timeout_graceful_shutdown=config.shutdown_grace_s, backlog=BACKLOG)
     return DrainingServer(uv, service, config.drain_delay_s)
-
-
-def model_routing(config: ServeConfig) -> ModelRoutingConfig:
-    """The dispatcher's model-routing file, with ``--state`` (when given) over its ``state.url``."""
-    routing = load_model_routing(config.model_routing)
-    if config.state is None:
-        return routing
-    try:
-        state = routing.state.with_url(config.state)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"router serve --state {config.state!r}")) from exc
-    return routing.model_copy(update={"state": state})
 
 
 def raise_open_files_limit() -> int:

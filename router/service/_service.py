@@ -12,6 +12,9 @@ is closed once the last request holding it is done (a count, not a timer: none i
 longer than it must). An index that fails to load or fails its checks is refused and the old one
 keeps serving; so is one with other request limits (the HTTP schema states the ones of the start).
 Reloads run one at a time; a second one waits for the first.
+
+Each Router has its Learner (router/learn/), loaded with it (it replays the learned-examples log): its
+worker starts with the service and after each reload's swap, and stops when its Router is closed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -29,11 +32,14 @@ from typing import TYPE_CHECKING, Any
 from router._artifact import IndexManifest
 from router._config import EncoderConfig
 from router._decision import Decision
+from router._intents import IntentSet
 from router._router import OpenedIndex, Router
 from router.errors import ConfigError, RouterError
+from router.learn import LearningConfig
 from router.service._batcher import MicroBatcher
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
+from router.service._state import learn_state
 from router.tiers import Query, Tier
 
 if TYPE_CHECKING:
@@ -54,11 +60,51 @@ def serving_encoder(config: ServeConfig, built: EncoderConfig) -> EncoderConfig:
     return built.model_copy(update=update)
 
 
-def load_router(config: ServeConfig, index: str | None = None) -> Router:
+def feedback_on(config: ServeConfig) -> bool | None:
+    """Whether the service takes feedback over HTTP: ``--feedback on|off`` as given; ``auto`` (None) is off
+    without ``--api-key-env`` (anyone who reaches the port could teach the router) and, with it, the index
+    config's ``learning.feedback`` (returned as None)."""
+    if config.feedback is None and not config.api_key_env:
+        return False
+    return config.feedback
+
+
+def serving_learning(config: ServeConfig, built: LearningConfig) -> LearningConfig:
+    """The index config's ``learning`` section with the flags that were given (``--learning``, ``--feedback``,
+    ``--learn-log``) over it; feedback off without an API key unless ``--feedback on`` (``feedback_on``)."""
+    given = {"mode": config.learning, "feedback": feedback_on(config), "log": config.learn_log}
+    update = {key: value for key, value in given.items() if value is not None}
+    return LearningConfig.model_validate({**built.model_dump(), **update}) if update else built
+
+
+def writes_skills(config: ServeConfig) -> frozenset[str]:
+    """The skills of ``--skills`` that write (none without a dispatcher)."""
+    if not config.skills:
+        return frozenset()
+    from router.dispatch import load_registry
+
+    return frozenset(skill.name for skill in load_registry(config.skills) if skill.writes)
+
+
+def protected_intents(opened: OpenedIndex, writes: Collection[str]) -> frozenset[str]:
+    """The intents of ``opened`` whose skill (the intent's ``skill``, else its name: ``Decision.skill``) writes:
+    they learn only from ``source="human"``, so no LLM answer teaches the router to take an action."""
+    if not writes:
+        return frozenset()
+    intents = IntentSet.model_validate_json((opened.folder / "intents.json").read_text(encoding="utf-8"))
+    return frozenset(i.name for i in intents.intents if (i.skill or i.name) in writes)
+
+
+def load_router(config: ServeConfig, index: str | None = None, writes: Collection[str] | None = None) -> Router:
     """The Router `router serve` serves: ``index`` (a name under ``index_dir``, or a folder; default the
-    configured one) opened once and loaded with the serving encoder settings. At start and at each reload."""
+    configured one) opened once and loaded with the serving encoder settings and a Learner (the index's
+    ``learning`` with the serve flags over it; the intents of ``writes`` skills protected: default, those of
+    ``--skills``). At start and at each reload."""
     opened = OpenedIndex.open(index or config.index, config.index_dir, static=config.static is not False)
-    return Router.load(opened, encoder=serving_encoder(config, opened.config.encoder), static=config.static)
+    protected = protected_intents(opened, writes_skills(config) if writes is None else writes)
+    return Router.load(opened, encoder=serving_encoder(config, opened.config.encoder), static=config.static,
+                       learning=serving_learning(config, opened.config.learning), learn_state=learn_state(config),
+                       protected_intents=protected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +217,8 @@ class ClassifierService:
         # (the dispatch routes set it: dispatch/_serving.py); None: request_timeout_s.
         self.deadline_for: Callable[[str], tuple[float, str] | None] = lambda path: None
         self.state: State | None = None  # the dispatcher's (set by the dispatch routes): readiness reports it
+        # The dispatcher's skills that write (set by create_app): a reloaded index protects their intents too.
+        self.writes: frozenset[str] | None = None
 
     @property
     def router(self) -> Router:
@@ -197,6 +245,15 @@ class ClassifierService:
         await self.router.with_compute(self._on_encoder_thread).awarm()
         self.encoder_warm = True
         self.batcher.start()
+        self._start_learning(self.router)
+
+    def _start_learning(self, router: Router) -> None:
+        """Start the Learner's worker (it learns feedback off the request path) and count its applies. The
+        Router's close stops it: at stop, and when a reload retires the Router."""
+        learner = router.learning
+        if learner is not None:
+            self.metrics.watch_learner(learner)
+            learner.start()
 
     async def stop(self) -> None:
         self.draining = True
@@ -246,7 +303,8 @@ class ClassifierService:
             try:
                 if self.draining:
                     raise RouterError("the server is draining")
-                router = await asyncio.to_thread(load_router, self.config, index)  # reads and hashes: off the loop
+                # Reads and hashes, and replays the learned-examples log: off the loop.
+                router = await asyncio.to_thread(load_router, self.config, index, self.writes)
                 try:
                     self._check_limits(router)
                     # Warmed through the Router's own runner (a worker thread): the encoder thread keeps
@@ -261,6 +319,7 @@ class ClassifierService:
                 log.error("router: index reload refused, still serving %s: %s", previous.label, detail)
                 return {"status": "refused", "detail": detail, "serving": previous.as_dict()}
             old, self.serving = self.serving, self._serve(router)  # THE swap: new requests get the new index
+            self._start_learning(router)
             self._retire(old)
             seconds = round(time.perf_counter() - started, 3)
             log.warning("router: reloaded index %s (was %s, built %s) in %.2f s",
@@ -303,6 +362,16 @@ class ClassifierService:
             # Reported, never required: with the state (Redis) down, classify still answers and each
             # dispatch step is refused on its own (StateUnavailable, 503), so the process stays ready.
             detail["state"] = {**self.state.describe(), "reachable": await self.state.ping()}
+        serving = self.serving
+        learner = serving.router.learning
+        if learner is not None:
+            # O(entries), and the file log's figures may wait on its lock: off the loop, the index held (a
+            # reload closes its Learner only after).
+            serving.users += 1
+            try:
+                detail["learning"] = await asyncio.to_thread(learner.stats)
+            finally:
+                serving.release()
         return ok, detail
 
     # -- classification ----------------------------------------------------------------------------

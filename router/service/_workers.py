@@ -58,7 +58,8 @@ from router._settings import environ, export
 from router.errors import ConfigError, RouterError
 from router.service._config import ServeConfig
 from router.service._metrics import Metrics
-from router.service._server import BACKLOG, DrainingServer, banner, build_server, model_routing
+from router.service._server import BACKLOG, DrainingServer, banner, build_server
+from router.service._state import model_routing
 
 BACKOFF_S = 0.5  # the first restart's delay; doubled with each failure in a row
 MAX_BACKOFF_S = 30.0

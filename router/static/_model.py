@@ -50,6 +50,8 @@ class StaticModel:
     head: LinearHead
     examples: np.ndarray  # static vectors of the examples, grouped by head class like examples.npz
     offsets: np.ndarray
+    # Learned out-of-scope examples in the table's space (router/learn/); not part of static.npz.
+    oos_examples: np.ndarray | None = None
 
     def save(self, folder: Path) -> None:
         np.savez(folder / STATIC_FILE, rows=self.table.rows, encoder_id=np.array(self.table.encoder_id),

@@ -9,7 +9,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from router import _telemetry
-from router._decision import Decision
+from router._decision import Decision, next_decision_id
 from router.tiers._base import Query, Tier, TierKind, elapsed_us
 
 if TYPE_CHECKING:
@@ -96,5 +96,6 @@ class Chain:
             if decision is None:
                 raise RuntimeError(f"no tier produced a Decision for {q.text!r:.40}; the chain lacks a last tier")
             decision.latency_us["total"] = elapsed_us(q.start_ns, perf_counter_ns())
+            decision.id = next_decision_id()
             decisions.append(decision)
         return decisions

@@ -33,6 +33,9 @@ class EmbeddingTier:
         self.accept_threshold = cal.accept_threshold
         self.oos_floor = cal.oos_similarity_floor
         self._neighbours = min(artifact.config.vector_index.neighbours, len(artifact.examples))
+        # Learned out-of-scope examples (router/learn/): a query nearer to one of them than to any example
+        # of its best intent is out of scope. None until feedback teaches one.
+        self._oos = artifact.oos_examples if artifact.oos_examples is not None and len(artifact.oos_examples) else None
 
     def _encode(self, queries: list[Query]) -> np.ndarray:
         texts = [q.text for q in queries]
@@ -49,17 +52,20 @@ class EmbeddingTier:
         # In float64: a float32 product's rounding depends on how many rows it has (BLAS picks other
         # kernels), which moved scores in the 6th decimal with the batch a query happened to share.
         probs = self.artifact.head.probabilities(vectors.astype(np.float64))
+        oos_near = None if self._oos is None else (vectors @ self._oos.T).max(axis=1)
         encode_us = elapsed_us(start, encoded) / len(queries)
         search_us = elapsed_us(encoded, perf_counter_ns()) / len(queries)
         for row, q in enumerate(queries):
             t = perf_counter_ns()
-            decision = self._decision(q, vectors[row], probs[row], float(nearest[row]))
+            decision = self._decision(q, vectors[row], probs[row], float(nearest[row]),
+                                      None if oos_near is None else float(oos_near[row]))
             q.latency_us["encode"] = round(encode_us, 1)
             q.latency_us["embedding"] = round(search_us + elapsed_us(t, perf_counter_ns()), 1)
             q.decision = decision
             q.done = not decision.escalate
 
-    def _decision(self, q: Query, vector: np.ndarray, probs: np.ndarray, nearest: float) -> Decision:
+    def _decision(self, q: Query, vector: np.ndarray, probs: np.ndarray, nearest: float,
+                  oos_near: float | None = None) -> Decision:
         art = self.artifact
         candidates = []
         for cls in top_classes(probs, self.top_k):
@@ -68,7 +74,7 @@ class EmbeddingTier:
             candidates.append(Candidate(art.head_intents[cls], round(float(probs[cls]), 6), round(sim, 6)))
         best = candidates[0]
         score = best.score * max(best.similarity or 0.0, 0.0)
-        out_of_scope = nearest < self.oos_floor
+        out_of_scope = nearest < self.oos_floor or (oos_near is not None and oos_near > (best.similarity or 0.0))
         accepted = not out_of_scope and score >= self.accept_threshold
         return Decision(
             intent=None if out_of_scope else best.intent,

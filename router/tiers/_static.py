@@ -33,6 +33,9 @@ class StaticTier:
         self.top_k = min(top_k, len(head_intents))
         self._examples = model.examples
         self._offsets = model.offsets
+        # Learned out-of-scope examples in the table's space: an answer nearer to one of them than to its
+        # intent's examples is not the static tier's to give (tier 1b decides it).
+        self._oos = model.oos_examples if model.oos_examples is not None and len(model.oos_examples) else None
 
     def _similarity(self, cls: int, vector: np.ndarray) -> float:
         lo, hi = self._offsets[cls], self._offsets[cls + 1]
@@ -53,7 +56,8 @@ class StaticTier:
             cls = int(best[row])
             sim = self._similarity(cls, vectors[row])
             score = float(probs[row, cls]) * max(sim, 0.0)
-            if score >= self.threshold and sim >= self.floor:
+            if score >= self.threshold and sim >= self.floor and (
+                    self._oos is None or float((self._oos @ vectors[row]).max()) <= sim):
                 q.settle(self._decision(q, probs[row], sim, score))
             q.latency_us["static"] = round(shared + elapsed_us(t, perf_counter_ns()), 1)
 

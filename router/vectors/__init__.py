@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from router._registry import Registry
-from router.errors import IndexLoadError
+from router.errors import ConfigError, IndexLoadError
 
 
 class VectorIndex(Protocol):
@@ -91,6 +91,42 @@ class NumpyIndex:
 
     def __len__(self) -> int:
         return len(self._vectors)
+
+
+class LayeredIndex:
+    """A served index with an exact layer on top: learned examples (router/learn/) join the top layer
+    without copying or rebuilding the base (an HNSW graph of tens of thousands of vectors). Ids of the top
+    layer follow the base's. ``router build --compact`` folds both into one index of the base's kind."""
+
+    def __init__(self, base: VectorIndex, top: np.ndarray) -> None:
+        self.kind = base.kind
+        self.base = base
+        self.top = np.ascontiguousarray(top, dtype=np.float32)
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.top = np.vstack([self.top, np.asarray(vectors, dtype=np.float32)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, ids = self.base.search(queries, k)
+        if not len(self.top):
+            return sims, ids
+        # An exact scan of the top layer (learning.max_learned rows at most: ~2 ms per query at 10,000), then
+        # its best k by a partial sort, merged with the base's k.
+        top_sims = np.asarray(queries, dtype=np.float32) @ self.top.T
+        top_k = min(k, top_sims.shape[1])
+        part = np.argpartition(-top_sims, top_k - 1, axis=1)[:, :top_k] if top_k < top_sims.shape[1] else \
+            np.broadcast_to(np.arange(top_sims.shape[1]), top_sims.shape)
+        both_sims = np.hstack([sims, np.take_along_axis(top_sims, part, axis=1)])
+        both_ids = np.hstack([ids, part + len(self.base)])
+        order = np.argsort(-both_sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(both_sims, order, axis=1), np.take_along_axis(both_ids, order, axis=1)
+
+    def save(self, path: Path) -> None:
+        # Compaction writes a new index of the base's kind from every example vector instead (router/learn/).
+        raise ConfigError("a layered index is not saved as such: `router build --compact` folds it into one")
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.top)
 
 
 def _new_flat(dimension: int, options: dict[str, int]) -> VectorIndex:

@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from router import Builder, Router, RouterConfig
+from router._router import built_config
 from router.llm import LLMConfig
 from router.service import ServeConfig, build_server
 from router.service._server import DrainingServer
+from router.service._service import serving_learning
 from router.testing import free_port
 
 
@@ -56,18 +58,26 @@ def skills_index(tmp_path_factory: pytest.TempPathFactory, mini_config: RouterCo
 
 
 @pytest.fixture
-def start_server(mini_index: Path) -> Iterator[Callable[..., Running]]:
+def start_server(mini_index: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def start(llm: dict[str, Any] | None = None, index: Path = mini_index, **options: Any) -> Running:
         port = free_port()
+        # Each server learns into its own log: feedback sent to one (the schema fuzzer's included) must never
+        # reach the session's shared index, whose default log sits beside it.
+        options.setdefault("learn_log", str(tmp_path / f"learned-{port}.jsonl"))
+        if not options.get("api_key_env"):
+            # Without an API key the learning routes are off unless --feedback on: on here, so that the schema
+            # fuzzer still reaches them (tests/service/test_learn_http.py tests the default).
+            options.setdefault("feedback", True)
         if options.get("skills") and not options.get("approver_key_env"):
             # The dispatch tests approve with the service key (or none): a writes skill then needs the explicit
             # switch. tests/service/test_approver.py tests the approver key and the refusal without it.
             options.setdefault("allow_self_approval", True)
         config = ServeConfig(port=port, index=str(index), encoder_threads=1, **options)
         llm_config = LLMConfig.model_validate({"gate": "on", **llm}) if llm else "off"
-        router = Router.load(index, llm=llm_config)
+        learning = serving_learning(config, built_config(Path(index).resolve()).learning)
+        router = Router.load(index, llm=llm_config, learning=learning)
         r = Running(build_server(config, router), port)
         running.append(r)
         return r

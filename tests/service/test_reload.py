@@ -111,7 +111,8 @@ def keyed(start_server: Callable[..., Running], monkeypatch: pytest.MonkeyPatch)
 def _decisions(url: str) -> tuple[list[dict[str, Any]], str]:
     """The Decisions of TEXTS (without their timings) and the index label of the answer."""
     body = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS}, headers=AUTH, timeout=30).json()
-    return [{k: v for k, v in d.items() if k != "latency_us"} for d in body["decisions"]], str(body["index"])
+    decisions = [{k: v for k, v in d.items() if k not in ("latency_us", "id")} for d in body["decisions"]]
+    return decisions, str(body["index"])
 
 
 def test_reload_swaps_the_index_named_in_readyz_classify_and_metrics(keyed: Running, mini_index: Path,
