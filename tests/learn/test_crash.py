@@ -31,6 +31,9 @@ from router.learn import LearningConfig
 from router.learn._log import FileLog
 from router.testing import ServeProcess
 
+# A real server killed three times: about 25 s, so in `make test-slow` (which .ci/run runs), not `make test`.
+pytestmark = pytest.mark.slow
+
 KEY_ENV = "ROUTER_TEST_CRASH_KEY"
 KEY = "crash-test-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
