@@ -25,7 +25,7 @@ import numpy as np
 
 from router._artifact import IndexArtifact, load_heldout
 from router._head import LinearHead
-from router._scoring import acceptance_score, class_max_similarity
+from router._heldout import score_queries
 from router.learn._apply import Refitter
 from router.learn._entry import LogEntry, digest
 
@@ -44,14 +44,10 @@ def _block_scores(head: LinearHead, examples: np.ndarray, offsets: np.ndarray, o
                   x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row: best class, acceptance score, similarity to that class's nearest example, to the nearest
     example of any class, and to the nearest learned out-of-scope example (-inf without any)."""
-    probs = head.probabilities(x.astype(np.float64))
-    best = probs.argmax(axis=1)
-    sims = x @ examples.T
-    per_class = class_max_similarity(sims, offsets)
-    rows = np.arange(len(x))
-    top = per_class[rows, best]
+    # The build's own held-out scoring (in float64, as tier 1b scores a query), plus the learned out-of-scope rule.
+    e = score_queries(head, examples, offsets, x.astype(np.float64), np.full(len(x), -1))
     oos_near = (x @ oos.T).max(axis=1) if oos is not None and len(oos) else np.full(len(x), -np.inf)
-    return best, acceptance_score(probs[rows, best], top), top, sims.max(axis=1), oos_near
+    return e.best, e.score, e.top_similarity, e.nearest, oos_near
 
 
 def predict(state: IndexArtifact, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
