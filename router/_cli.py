@@ -1,5 +1,5 @@
-"""The ``router`` command: build, classify, eval, serve, feedback, review, eval-skills, drill, bench compare,
-models export."""
+"""The ``router`` command: build, classify, eval, serve, mcp, feedback, review, eval-skills, drill, bench
+compare, models export."""
 
 from __future__ import annotations
 
@@ -225,6 +225,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """An MCP server over stdio until the client closes it; stdout is the protocol, logs go to stderr."""
+    import logging
+
+    from router.mcp import McpOptions, run
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="router mcp: %(levelname)s %(name)s: "
+                                                                          "%(message)s")
+    run(McpOptions(index=args.index, index_dir=args.index_dir, skills=args.skills, model_routing=args.model_routing,
+                   session=args.session, approve_tool=args.approve_tool == "on"))
+    return 0
+
+
 def _service_client(args: argparse.Namespace) -> Any:
     """The ``RouterClient`` of ``--url`` and ``--api-key-env`` (the feedback and review commands)."""
     from router._client import RouterClient
@@ -376,7 +389,7 @@ def _field_type(annotation: Any) -> tuple[Any, bool]:
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     """One flag per ``ServeConfig`` field: ``--kebab-case``, its help the field's description and default
-    (taken from the model, so the two cannot disagree). A bool is ``on|off``, an optional one also ``auto``
+    (taken from the model, so the two cannot disagree). A bool is ``on|off`` (bare: on), an optional one also ``auto``
     (None: decided at start-up). A flag left out is None, and the environment or the default applies."""
     p.epilog = (f"Each option can also be set in the environment as {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}PORT); "
                 "a flag wins over the variable.")
@@ -386,8 +399,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         if field.default is not None:
             text += f" (default {field.default})"
         flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            p.add_argument(flag, choices=["on", "off", "auto"] if optional else ["on", "off"], help=text)
+        if kind is bool:  # a bare `--proxy` means on
+            p.add_argument(flag, choices=["on", "off", "auto"] if optional else ["on", "off"], nargs="?",
+                           const="on", help=text)
         elif get_origin(kind) is Literal:  # e.g. --learning off|review|auto
             p.add_argument(flag, choices=[str(choice) for choice in get_args(kind)], help=text)
         else:
@@ -476,6 +490,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "needs the [server] extra")
     _add_serve_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("mcp", help="an MCP tool server over stdio: classify, one tool per skill (--skills), approve "
+                                   "and reject; needs the [mcp] extra")
+    p.add_argument("--index", default="default", help="index name or folder (default: default)")
+    _add_index_dir(p)
+    p.add_argument("--skills", help="module:registry of the skills offered as tools (e.g. "
+                                    "router.dispatch.demo:registry; default: none, only classify)")
+    p.add_argument("--model-routing", help="model-routing file for the skills' model calls and budgets, merged over "
+                                           "the shipped one")
+    p.add_argument("--session", help="the session the budgets meter this server's calls on (default: a random id "
+                                     "per server process)")
+    p.add_argument("--approve-tool", choices=["on", "off"], default="on",
+                   help="offer the approve and reject tools (default on); off: a writes skill's pending action is "
+                        "approved through router serve's approval routes (the approver key), on a shared state")
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser("feedback", help="teach a running service one example: TEXT is --intent X, or "
                                         "--out-of-scope (POST /v1/feedback)")

@@ -9,6 +9,9 @@ boundary so callers catch one family::
     │   └── MissingDependency  an optional extra is not installed; names what to pip install
     ├── InputError             a query the router refuses (empty, not a string, too long,
     │                          batch too large); also a ValueError
+    │   └── BadChatRequest     a proxied chat request (/v1/chat/completions, /v1/messages) the proxy
+    │       │                  refuses; ``param`` names the field, ``code`` says what (400)
+    │       └── UnknownModel   ``model`` is neither "auto" nor a configured model (404, code model_not_found)
     ├── ModelError             model package missing, file hash mismatch, export failure
     ├── IndexLoadError         no index where one was expected, unreadable files
     │   ├── StaleIndexError    manifest disagrees with the configured encoder or intents
@@ -72,6 +75,8 @@ __all__ = [
     "MissingDependency",
     "IndexLoadError",
     "InputError",
+    "BadChatRequest",
+    "UnknownModel",
     "ModelError",
     "ProviderError",
     "ProviderTimeout",
@@ -123,6 +128,29 @@ class MissingDependency(ConfigError):
 
 class InputError(RouterError, ValueError):
     """A query or batch the router refuses to classify."""
+
+
+class BadChatRequest(InputError):
+    """A chat request the proxy refuses: ``param`` is the field (a dotted path such as ``messages.2.content``),
+    ``code`` a short word (``missing``, ``invalid_type``, ``too_long``, ``empty``...). HTTP ``status``: 400."""
+
+    status = 400
+
+    def __init__(self, param: str | None, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+class UnknownModel(BadChatRequest):
+    """``model`` names no configured model (nor ``auto``): 404 ``model_not_found``, as OpenAI answers."""
+
+    status = 404
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        super().__init__("model", f"model: {model!r} is not served here; use \"auto\" or one of: {shown} "
+                                  "(GET /v1/models)", "model_not_found")
+        self.model = model
 
 
 class ModelError(RouterError):

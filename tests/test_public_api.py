@@ -25,9 +25,10 @@ ROUTER_ALL = [
 ]
 
 DISPATCH_ALL = [
-    "BudgetConfig", "CallSummary", "DispatchResult", "Dispatcher", "ModelRoutingConfig", "PendingAction", "Price",
+    "BudgetConfig", "CallResult", "CallSummary", "DispatchResult", "Dispatcher", "ModelRoutingConfig", "PendingAction",
+    "Price",
     "ProviderConfig", "RetryConfig", "SessionTotals", "Skill", "SkillContext", "SkillRegistry", "StateConfig",
-    "TraceConfig",
+    "StreamCall", "TraceConfig",
     "load_model_routing", "load_registry", "model_routing_from_dict", "read_jsonl", "session_totals",
 ]
 
@@ -80,3 +81,17 @@ def test_import_router_loads_nothing_heavy() -> None:
             "'torch', 'llama_cpp'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+MCP_ALL = ["McpOptions", "RouterTools", "ToolAnswer", "ToolSpec", "build_server", "open_tools", "run", "serve_stdio"]
+LANGCHAIN_ALL = ["DecisionRunnable", "IntentRouter", "RouterInput", "decision_from", "route_by_intent"]
+
+
+def test_mcp_and_langchain_all_are_pinned_and_resolve() -> None:
+    import router.langchain
+    import router.mcp
+
+    for module, pinned in ((router.mcp, MCP_ALL), (router.langchain, LANGCHAIN_ALL)):
+        assert sorted(module.__all__) == sorted(pinned), module.__name__
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name

@@ -7,6 +7,7 @@ breakers live in a ``router.state`` backend (memory by default, or Redis). Impor
 (httpx, pydantic, tenacity); nothing connects until the first call.
 """
 
+from router.dispatch._caller import CallResult, StreamCall
 from router.dispatch._config import (
     ModelRoutingConfig,
     Price,
@@ -23,6 +24,7 @@ from router.state import BudgetConfig, PendingAction, SessionTotals, StateConfig
 
 __all__ = [
     "BudgetConfig",
+    "CallResult",
     "CallSummary",
     "DispatchResult",
     "Dispatcher",
@@ -36,6 +38,7 @@ __all__ = [
     "SkillContext",
     "SkillRegistry",
     "StateConfig",
+    "StreamCall",
     "TraceConfig",
     "load_model_routing",
     "load_registry",

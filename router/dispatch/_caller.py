@@ -6,6 +6,9 @@ stops the whole call, nothing is sent), is priced, and leaves one trace record. 
 timed out, or was cancelled from outside, once its request may have gone out is metered at its
 reservation (the provider may bill it); one refused or failed before any work (4xx, 429, 5xx, no
 connection) releases it. Budgets and breakers are the dispatcher's state's (``router.state``).
+
+``stream`` is the same call as a stream (``StreamCall``), metered the same way: settled at its last
+event, spent when it fails or the client goes away once it has begun.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,11 +30,13 @@ from router.providers import (
     AttemptInfo,
     Breakers,
     Chain,
+    ChainStream,
     ChatRequest,
     CircuitBreaker,
     Completion,
     Deadline,
     Provider,
+    StreamEvent,
     Target,
     Usage,
 )
@@ -61,6 +66,50 @@ class CallResult:
     @property
     def spent_cost(self) -> Decimal:
         return sum((a.cost for a in self.attempts), Decimal(0))
+
+
+class StreamCall:
+    """A stage's model call as a stream: iterate it for the events (it ends after the ``StreamEnd``), or
+    ``aclose`` it when the client goes away. ``completion`` and ``cost`` once it has ended."""
+
+    def __init__(self, stream: ChainStream) -> None:
+        self._stream = stream
+
+    @property
+    def provider(self) -> str:
+        return self._stream.target.provider
+
+    @property
+    def model(self) -> str:
+        return self._stream.target.model
+
+    @property
+    def fallback_from(self) -> str | None:
+        return self._stream.fallback_from
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._stream.attempts
+
+    @property
+    def cost(self) -> Decimal:
+        return self._stream.cost
+
+    @property
+    def completion(self) -> Completion | None:
+        return self._stream.completion
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._stream
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> StreamCall:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class _StageMeter:
@@ -159,13 +208,32 @@ class ModelCaller:
         # A failover drill sends all of the stage's traffic to its secondary: the primary is left out.
         return chain[1:] if stage in self.drill_stages else chain
 
-    async def call(self, *, stage: Stage, skill: str, session: str, request: ChatRequest,
-                   chain: list[ModelRef] | None = None, deadline: Deadline | None = None) -> CallResult:
-        """``deadline``: the dispatch's time budget; each model then runs within its slot."""
+    def _along(self, skill: str, stage: Stage, chain: list[ModelRef] | None,
+               primary: str | None) -> tuple[list[Target], str]:
+        """The targets to try (the stage's chain unless one is given) and the key ``fallback_from`` names:
+        ``primary`` when given (a caller's own chain, such as the proxy's one named model), else the stage's
+        configured primary."""
         chain = self.chain(skill, stage) if chain is None else chain
-        primary = self.config.chain(skill, stage)[0].key
-        result = await self.models.call([r.target for r in chain], request,
-                                        meter=_StageMeter(self, stage, skill, session), deadline=deadline,
-                                        primary=primary, name=f"{stage} for skill {skill!r}")
+        return [r.target for r in chain], primary if primary is not None else self.config.chain(skill, stage)[0].key
+
+    async def call(self, *, stage: Stage, skill: str, session: str, request: ChatRequest,
+                   chain: list[ModelRef] | None = None, deadline: Deadline | None = None,
+                   primary: str | None = None) -> CallResult:
+        """``deadline``: the dispatch's time budget; each model then runs within its slot. ``primary``: the
+        ``provider/model`` key that ``fallback_from`` names when another model answers (default: the stage's
+        configured primary)."""
+        targets, primary = self._along(skill, stage, chain, primary)
+        result = await self.models.call(targets, request, meter=_StageMeter(self, stage, skill, session),
+                                        deadline=deadline, primary=primary, name=f"{stage} for skill {skill!r}")
         return CallResult(result.completion, result.target.provider, result.target.model, result.cost,
                           result.fallback_from, result.attempts)
+
+    async def stream(self, *, stage: Stage, skill: str, session: str, request: ChatRequest,
+                     chain: list[ModelRef] | None = None, deadline: Deadline | None = None,
+                     primary: str | None = None) -> StreamCall:
+        """``call`` as a stream, once a model has begun answering (``FallbacksExhausted`` when none did)."""
+        targets, primary = self._along(skill, stage, chain, primary)
+        opened = await self.models.open_stream(targets, request, meter=_StageMeter(self, stage, skill, session),
+                                               deadline=deadline, primary=primary,
+                                               name=f"{stage} for skill {skill!r}")
+        return StreamCall(opened)

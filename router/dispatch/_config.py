@@ -21,8 +21,9 @@ from router.errors import ConfigError
 from router.providers import BreakerConfig, ProviderConfig, RetryConfig, Target
 from router.state import BudgetConfig, StateConfig, StateLimits
 
-Stage = Literal["routing", "extraction", "formatting", "diagnostic"]
-STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic")
+# ``chat``: what the proxy (router/proxy/) forwards an agent's chat to, chosen per skill by overrides.<skill>.chat.
+Stage = Literal["routing", "extraction", "formatting", "diagnostic", "chat"]
+STAGES: tuple[Stage, ...] = ("routing", "extraction", "formatting", "diagnostic", "chat")
 SHIPPED = Path(__file__).with_name("models.yaml")
 
 
@@ -71,6 +72,47 @@ class TraceConfig(Strict):
     path: str = Field("traces/dispatch.jsonl", description="jsonl sink: file appended to")
 
 
+# What the proxy answers an out-of-scope turn with when the file names nothing (no model is paid for it).
+DEFAULT_REFUSAL = "Sorry, I can't help with that here."
+
+
+class OutOfScopeConfig(Strict):
+    """An out-of-scope ``auto`` turn goes to ``model``, or gets ``refusal`` as the answer (exactly one)."""
+
+    model: ModelRef | None = None
+    refusal: str | None = Field(None, min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OutOfScopeConfig:
+        if (self.model is None) == (self.refusal is None):
+            raise ValueError("give exactly one of `model` (a model ref) or `refusal` (a text)")
+        return self
+
+
+class StickyConfig(Strict):
+    """Multi-turn: a short follow-up with no intent of its own keeps its session's last confident intent."""
+
+    enabled: bool = False
+    max_words: int = Field(6, ge=1, le=1000, description="a longer turn is classified on its own")
+    ttl_s: float = Field(1800.0, gt=0, le=30 * 86_400, description="a remembered intent expires after it")
+    max_sessions: int = Field(100_000, ge=1, le=100_000_000, description="memory store: least recently used go")
+
+
+class ProxyConfig(Strict):
+    """``router serve --proxy``: OpenAI- and Anthropic-compatible chat endpoints (router/proxy/)."""
+
+    out_of_scope: OutOfScopeConfig = Field(default_factory=lambda: OutOfScopeConfig(refusal=DEFAULT_REFUSAL))
+    # best: an unsure (escalated) turn goes by its top candidate's skill; out_of_scope: it is answered as one.
+    escalated: Literal["best", "out_of_scope"] = "best"
+    sticky: StickyConfig = Field(default_factory=StickyConfig)
+    context_turns: int = Field(0, ge=0, le=50, description="earlier user turns joined in when the last is unsure")
+    models: list[ModelRef] = Field(default_factory=list, description="more models clients may name")
+    default_session: str = Field("proxy", min_length=1, max_length=256)
+    session_header: str = Field("x-router-session", pattern=r"^[a-z0-9-]{1,64}$")
+    max_messages: int = Field(256, ge=1, le=100_000)
+    max_tools: int = Field(128, ge=0, le=10_000)
+
+
 class ModelRoutingConfig(Strict):
     defaults: dict[Stage, ModelRef]
     overrides: dict[str, dict[Stage, ModelRef]] = Field(default_factory=dict, description="skill -> stage -> model")
@@ -97,6 +139,7 @@ class ModelRoutingConfig(Strict):
     handler_timeout_s: float = Field(30.0, gt=0, le=3600, strict=True,
                                      description="a skill's handler; within dispatch_timeout_s")
     max_text_chars: int = Field(4_000, ge=1, le=1_000_000, description="longest query sent for extraction")
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> ModelRoutingConfig:
@@ -106,6 +149,9 @@ class ModelRoutingConfig(Strict):
         refs: list[tuple[str, ModelRef]] = [(f"defaults.{s}", r) for s, r in self.defaults.items()]
         refs += [(f"overrides.{k}.{s}", r) for k, stages in self.overrides.items() for s, r in stages.items()]
         refs += [(f"fallbacks.{s}[{i}]", r) for s, chain in self.fallbacks.items() for i, r in enumerate(chain)]
+        refs += [(f"proxy.models[{i}]", r) for i, r in enumerate(self.proxy.models)]
+        if self.proxy.out_of_scope.model is not None:
+            refs.append(("proxy.out_of_scope.model", self.proxy.out_of_scope.model))
         for where, ref in refs:
             if ref.provider not in self.providers:
                 raise ValueError(f"{where}.provider: {ref.provider!r} is not configured; "
@@ -119,13 +165,25 @@ class ModelRoutingConfig(Strict):
         """What the state enforces. A reservation, a running approval or a breaker probe is presumed
         dead after ``hold_s``: longer than any one step (``dispatch_timeout_s``) or call (a model's
         ``timeout_s``) can take, plus a minute."""
-        refs = [*self.defaults.values(), *(r for c in self.fallbacks.values() for r in c),
-                *(r for stages in self.overrides.values() for r in stages.values())]
-        hold_s = max([self.dispatch_timeout_s, *(r.timeout_s for r in refs)]) + 60.0
+        hold_s = max([self.dispatch_timeout_s, *(r.timeout_s for r in self.model_refs())]) + 60.0
         return StateLimits(budgets=self.budgets, approval_ttl_s=self.approval_ttl_s,
                            max_pending_approvals=self.max_pending_approvals,
                            max_pending_approvals_per_session=self.max_pending_approvals_per_session,
                            hold_s=hold_s, breaker=self.breaker)
+
+    def model_refs(self) -> list[ModelRef]:
+        """Every model the file names: the chat stage's first (defaults, overrides, fallbacks), then the
+        proxy's own, then the other stages'. Repeats included."""
+        stages: list[Stage] = ["chat", *(s for s in STAGES if s != "chat")]
+        refs: list[ModelRef] = []
+        for stage in stages:
+            refs += [r for r in (self.defaults.get(stage),) if r is not None]
+            refs += [o[stage] for o in self.overrides.values() if stage in o]
+            refs += self.fallbacks.get(stage, [])
+            if stage == "chat":
+                refs += self.proxy.models
+                refs += [r for r in (self.proxy.out_of_scope.model,) if r is not None]
+        return refs
 
     def chain(self, skill: str, stage: Stage) -> list[ModelRef]:
         """The primary model for this skill and stage, then the stage's fallbacks, without repeats."""

@@ -4,7 +4,8 @@ Tier 2 (``router.llm``) and the skill dispatcher (``router.dispatch``) both call
 it. ``PROVIDERS`` maps a config's ``kind`` to a factory ``(name, ProviderConfig, HttpClients) ->
 Provider``; each factory imports its adapter's module on first use, so importing this package
 loads neither an adapter nor llama.cpp. Calls run on the caller's event loop, over one shared
-``httpx.AsyncClient`` per loop (``HttpClients``).
+``httpx.AsyncClient`` per loop (``HttpClients``). Every provider also streams (``Provider.stream``:
+deltas, then one ``StreamEnd``), and ``Chain.open_stream`` falls back along a chain until one begins.
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 from router._registry import Registry
 from router._settings import secret
-from router.providers._base import ChatRequest, Completion, Message, Provider, Usage
+from router.providers._base import (
+    ChatRequest,
+    Completion,
+    Finish,
+    Message,
+    Provider,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    stream_whole,
+)
 from router.providers._breaker import BreakerConfig, Breakers, CircuitBreaker, LocalBreakers
 from router.providers._chain import Attempt, AttemptInfo, Chain, ChainResult, Meter, Target
+from router.providers._chain_stream import ChainStream
 from router.providers._config import ProviderConfig, RetryConfig
 from router.providers._deadline import Deadline
 
@@ -113,9 +130,11 @@ __all__ = [
     "ChatRequest",
     "Chain",
     "ChainResult",
+    "ChainStream",
     "CircuitBreaker",
     "Completion",
     "Deadline",
+    "Finish",
     "HttpClients",
     "LocalBreakers",
     "Message",
@@ -124,8 +143,16 @@ __all__ = [
     "ProviderConfig",
     "ProviderFactory",
     "RetryConfig",
+    "StreamEnd",
+    "StreamEvent",
     "Target",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
     "Usage",
     "build_provider",
     "parse_retry_after",
+    "stream_whole",
 ]

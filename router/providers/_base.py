@@ -9,6 +9,7 @@ enum, a GBNF grammar, llama.cpp's label scoring) and return the chosen label as
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -25,9 +26,42 @@ CHOICE_FIELD = "intent"
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call: ``parameters`` is its JSON schema (an object schema)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made: ``arguments`` is JSON text, as OpenAI sends it (Anthropic's and Gemini's
+    objects are serialised into it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """auto: the model decides; none: no call; required: some call; tool: the call named ``name``."""
+
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
-    role: Literal["user", "assistant"]
+    """One turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn is a call's result, naming
+    the call it answers (``tool_call_id``) and, where known, the function (``name``: Gemini needs it)."""
+
+    role: Literal["user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +84,15 @@ class ChatRequest:
     choices: tuple[str, ...] | None = None
     query: str | None = None
     calibration: ChatRequest | None = None
+    # What an agent's own request carries through the proxy (router/proxy/): its tools, the choice
+    # among them, stop sequences and nucleus sampling. Adapters translate them to their API.
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    # The caller's own output cap (an agent's max_tokens through the proxy): the chain then sends
+    # min(output_cap, the target's max_tokens). None: the target's.
+    output_cap: int | None = None
 
     def max_input_tokens(self) -> int:
         """An upper bound on the input tokens any provider can bill for this request, reserved before it.
@@ -58,6 +101,10 @@ class ChatRequest:
         UTF-8 bytes: digits, CJK and code included (an average of 3 bytes a token undercounts them).
         """
         size = len(self.system.encode()) + sum(len(m.content.encode()) for m in self.messages)
+        size += sum(len(c.name.encode()) + len(c.arguments.encode()) for m in self.messages for c in m.tool_calls)
+        if self.tools:
+            size += len(json.dumps([[t.name, t.description, t.parameters] for t in self.tools],
+                                   ensure_ascii=False).encode()) + STRUCTURED_OVERHEAD_TOKENS
         tokens = size + MESSAGE_FRAMING_TOKENS * (len(self.messages) + 1)
         schema = self.json_schema if self.json_schema is not None else (
             choice_schema(self.choices) if self.choices is not None else None)
@@ -87,8 +134,14 @@ class Usage:
         return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens + self.output_tokens
 
 
+# Why an answer ended, the same words for every provider: OpenAI's finish_reason values.
+Finish = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
 @dataclass(frozen=True)
 class Completion:
+    """``finish_reason``: the provider's own word; ``finish``: the same, normalised (``Finish``)."""
+
     text: str
     usage: Usage
     model: str
@@ -96,6 +149,37 @@ class Completion:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # The chosen label's probability when the backend scores labels (llama.cpp logprob); else None.
     confidence: float | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish: Finish | None = None
+
+
+# -- streaming --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextDelta:
+    """The next piece of the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call ``index`` (its position in the answer): ``id`` and ``name`` come on its first
+    piece (None after), ``arguments`` is the next piece of its JSON text (may be empty)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Always the last event of a stream: the whole answer (text, tool calls, usage, finish)."""
+
+    completion: Completion
+
+
+StreamEvent = TextDelta | ToolCallDelta | StreamEnd
 
 
 class Provider(Protocol):
@@ -108,6 +192,12 @@ class Provider(Protocol):
     name: str
 
     async def complete(self, model: str, request: ChatRequest, timeout_s: float) -> Completion: ...
+
+    def stream(self, model: str, request: ChatRequest, timeout_s: float) -> AsyncIterator[StreamEvent]:
+        """The answer as it is generated: deltas, then exactly one ``StreamEnd``. ``timeout_s`` bounds the
+        wait for the first event and every gap between two. Closing the iterator early (``aclose``, a
+        cancelled consumer) ends the upstream request."""
+        ...
 
     async def ping(self) -> bool: ...
 
@@ -154,3 +244,15 @@ def checked_choice(backend: str, label: str, choices: tuple[str, ...]) -> str:
     if label not in choices:
         raise BadResponse(backend, f"answer {label!r} is not one of the offered labels {list(choices)}")
     return label
+
+
+async def stream_whole(provider: Provider, model: str, request: ChatRequest,
+                       timeout_s: float) -> AsyncIterator[StreamEvent]:
+    """The stream of a backend that cannot stream (in-process llama.cpp): the whole answer as one delta
+    per part (its text, each tool call), then its ``StreamEnd``."""
+    completion = await provider.complete(model, request, timeout_s)
+    if completion.text:
+        yield TextDelta(completion.text)
+    for i, call in enumerate(completion.tool_calls):
+        yield ToolCallDelta(i, call.id, call.name, call.arguments)
+    yield StreamEnd(completion)

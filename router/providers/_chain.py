@@ -23,6 +23,17 @@ every attempt: ``reserve`` before it is sent (raising there stops the whole call
 then exactly one of ``settled`` (answered), ``spent`` (timed out or cancelled once sent: the
 provider may bill it) or ``released`` (refused or failed before any work), and ``record`` for every
 attempt, skipped ones included. Tier 2 passes no meter.
+
+``open_stream`` tries the same targets the same way until one's stream yields its first event, and
+returns it as a ``ChainStream``; from then on there is no fallback (text was passed on): a failure
+raises out of its iteration, metered ``spent`` and told to the breaker; the client going away
+(``aclose``, a cancelled consumer) meters ``spent`` and gives the probe back; its ``StreamEnd``
+settles. The attempt's concurrency slot is held until the stream ends. A deadline cuts only the wait for
+a stream's first event; its gaps after that are bounded by the target's ``timeout_s``. Both paths share
+one ``_Flight`` per attempt (``router/providers/_chain_stream.py``), which tells each outcome exactly once.
+
+``ChatRequest.output_cap`` (an agent's own max_tokens) lowers what is sent to
+``min(output_cap, target.max_tokens)``, and the meter reserves for that.
 """
 
 from __future__ import annotations
@@ -32,18 +43,24 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from tenacity import wait_random_exponential
 
 from router import _telemetry
-from router.errors import CircuitOpen, FallbacksExhausted, ProviderError, ProviderTimeout, ProviderUnavailable
-from router.providers._base import ChatRequest, Completion, Provider, Usage
+from router.errors import (
+    CircuitOpen,
+    FallbacksExhausted,
+    ProviderError,
+    ProviderTimeout,
+)
+from router.providers._base import ChatRequest, Completion, Provider, StreamEvent, Usage, stream_whole
 from router.providers._breaker import BreakerConfig, Breakers, CircuitBreaker, LocalBreakers
+from router.providers._chain_stream import ChainStream, _Flight, close_events, guarded, next_event, unstoppable
 from router.providers._config import RetryConfig
 from router.providers._deadline import MIN_ATTEMPT_S, Deadline, Slot
 
@@ -179,6 +196,27 @@ class Chain:
         """The first answer along ``targets``; ``FallbacksExhausted`` (named ``name``) with every
         target's error when none answers. ``primary``: the key ``fallback_from`` names (default: the
         first target's); ``deadline``: each target then runs within its slot."""
+        found = await self._first(targets, request, meter, deadline, primary, name, self._timed)
+        # Shielded: a cancel while settling would leave the reservation unsettled and the slot held.
+        await unstoppable(_answered(found.flight, found.value))
+        return ChainResult(found.value, found.flight.target, found.flight.fallback_from, found.attempts, found.errors)
+
+    async def open_stream(self, targets: Sequence[Target], request: ChatRequest, *, meter: Meter | None = None,
+                          deadline: Deadline | None = None, primary: str | None = None,
+                          name: str = "chain") -> ChainStream:
+        """The first target's stream that yields its first event, tried along ``targets`` exactly as
+        ``call`` tries them (a failure before the first event falls back); ``FallbacksExhausted`` when none
+        does. Once a stream has begun a failure raises out of its iteration: text was already passed on.
+        Iterate it to its end or ``aclose`` it: its concurrency slot is held until then."""
+        found = await self._first(targets, request, meter, deadline, primary, name, self._first_event)
+        events, first = found.value
+        return ChainStream(found.flight, events, first, found.attempts, found.errors)
+
+    async def _first(self, targets: Sequence[Target], request: ChatRequest, meter: Meter | None,
+                     deadline: Deadline | None, primary: str | None, name: str,
+                     exchange: Callable[[Target, ChatRequest, float], Awaitable[_T]]) -> _Found[_T]:
+        """Along ``targets``, the first whose ``exchange`` succeeds, its flight still open (its outcome
+        not yet told: the caller does, then closes it)."""
         primary = primary if primary is not None else (targets[0].key if targets else None)
         errors: list[tuple[Target, ProviderError]] = []
         attempts: list[Attempt] = []
@@ -201,12 +239,13 @@ class Chain:
                 await self._record(meter, attempts, target, 0, skipped.reason, 0.0, None, Decimal(0), fallback_from,
                                    str(skipped))
                 continue
+            flight = _Flight(self, target, meter, fallback_from, attempts, token)
             try:
-                completion = await self._retrying(target, request, meter, fallback_from, attempts, slot, token)
+                value = await self._retrying(flight, request, slot, exchange)
             except ProviderError as exc:
                 errors.append((target, exc))
                 continue
-            return ChainResult(completion, target, fallback_from, attempts, errors)
+            return _Found(value, flight, attempts, errors)
         raise FallbacksExhausted(name, [e for _, e in errors], [t.key for t, _ in errors],
                                  spent_tokens=sum(a.tokens for a in attempts),
                                  spent_cost=float(sum((a.cost for a in attempts), Decimal(0))))
@@ -216,7 +255,7 @@ class Chain:
         try:
             return await self.breakers.allow(target.key, token, target.timeout_s + PROBE_MARGIN_S)
         except asyncio.CancelledError:  # it may have granted the probe before the answer was lost
-            await self.breakers.abandon(target.key, token)
+            await unstoppable(self.breakers.abandon(target.key, token))
             raise
 
     # -- retries -----------------------------------------------------------------------------------
@@ -232,25 +271,26 @@ class Chain:
             return exc.retry_after
         return float(self._jitter(_Numbered(number)))  # type: ignore[arg-type]  # reads attempt_number only
 
-    async def _retrying(self, target: Target, request: ChatRequest, meter: Meter | None, fallback_from: str | None,
-                        attempts: list[Attempt], slot: Slot | None, token: str) -> Completion:
+    async def _retrying(self, flight: _Flight, request: ChatRequest, slot: Slot | None,
+                        exchange: Callable[[Target, ChatRequest, float], Awaitable[_T]]) -> _T:
         """Up to ``1 + max_retries`` attempts. The loop is written here rather than run by tenacity's
         AsyncRetrying, which costs about 60 µs a call even when the first attempt answers (it inspects
         its callbacks at each step): this is every model call's path. The policy is tenacity's: retry
         only what ``_should_retry`` allows, wait ``_wait``, and stop early when the wait would not fit
         the target's deadline slot (the time belongs to the next target, which is tried instead).
-        ``token``: the first attempt's, already let through by the breaker."""
+        ``flight.token``: the first attempt's, already let through by the breaker."""
+        target = flight.target
         last = 1 + self.retry.max_retries
         for number in range(1, last + 1):
             if number > 1:
-                token = _token()
-                if not await self._allow(target, token):
+                flight.token = _token()
+                if not await self._allow(target, flight.token):
                     raise CircuitOpen(target.key, "breaker opened during retries; moving to the next model")
             # Within the slot: min(timeout_s, what is left of it), so the next target keeps its share.
-            timeout_s = target.timeout_s if slot is None else min(target.timeout_s, max(MIN_ATTEMPT_S, slot.left()))
+            flight.begin(number, target.timeout_s if slot is None else min(target.timeout_s,
+                                                                          max(MIN_ATTEMPT_S, slot.left())))
             try:
-                return await self._attempt(target, request, number, meter, fallback_from, attempts, timeout_s,
-                                           token)
+                return await self._attempt(flight, request, exchange)
             except ProviderError as exc:
                 if number == last or not self._should_retry(exc):
                     raise
@@ -261,88 +301,60 @@ class Chain:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- one attempt -------------------------------------------------------------------------------
-    async def _attempt(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
-                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float, token: str) -> Completion:
+    async def _attempt(self, flight: _Flight, request: ChatRequest,
+                       exchange: Callable[[Target, ChatRequest, float], Awaitable[_T]]) -> _T:
+        """One attempt: its concurrency slot, its reservation, then ``exchange``. On success the flight stays
+        open (slot held, outcome untold) for the caller to finish; on failure it is finished here."""
+        target = flight.target
         slot = self._slot(target)
-        if slot is None:
-            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s, token)
-        try:  # waited for before the reservation and the timeout: nothing is sent yet
-            await slot.acquire()
-        except BaseException:  # cancelled while waiting: not tried, so a probe it got goes back
-            await self.breakers.abandon(target.key, token)
-            raise
-        try:
-            return await self._metered(target, request, number, meter, fallback_from, attempts, timeout_s, token)
-        finally:
-            slot.release()
-
-    async def _metered(self, target: Target, request: ChatRequest, number: int, meter: Meter | None,
-                       fallback_from: str | None, attempts: list[Attempt], timeout_s: float, token: str) -> Completion:
-        if request.max_tokens != target.max_tokens:  # the target's own output cap
-            request = replace(request, max_tokens=target.max_tokens)
-        recorded = False  # whether the breaker was told this attempt's outcome; if not, its probe goes back
-        try:
-            handle = await meter.reserve(target, request) if meter is not None else None
-            started = time.perf_counter()
-            try:
-                completion = await self._timed(target, request, timeout_s)
-            except ProviderTimeout as exc:
-                # The request went out and the provider may still bill it: metered at the reserved worst
-                # case (an upper bound, like every reservation), never forgotten.
-                state = await self.breakers.record_failure(target.key)
-                recorded = True
-                await self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                                  f"{exc}; metered at the reserved worst case", timeout_s, state)
+        if slot is not None:
+            try:  # waited for before the reservation and the timeout: nothing is sent yet
+                await slot.acquire()
+            except BaseException:  # cancelled while waiting: not tried, so a probe it got goes back
+                await unstoppable(self.breakers.abandon(target.key, flight.token))
                 raise
-            except ProviderError as exc:  # refused or failed before any work was billed (4xx, 429, 5xx, no connection)
-                if meter is not None:
-                    await meter.released(handle)
-                state = await self.breakers.record_failure(target.key)
-                recorded = True
-                log.warning("%s failed: %s", target.key, exc)
-                await self._record(meter, attempts, target, number, exc.reason, _ms(started), None, Decimal(0),
-                                   fallback_from, str(exc), timeout_s, state)
+            flight.slot = slot
+        try:
+            sent = await flight.reserve(request)
+            try:
+                return await exchange(target, sent, flight.timeout_s)
+            except ProviderError as exc:
+                await flight.failed(exc, sent=False)
                 raise
             except BaseException:
                 # Cancelled from outside (a dispatch cut at shutdown, a caller's own timeout) once the
-                # request may have gone out: metered the same way, and traced as a timeout. Its outcome
-                # is unknown, so the breaker is not told one.
-                await self._spent(meter, handle, attempts, target, number, started, fallback_from,
-                                  "cancelled once sent; metered at the reserved worst case", timeout_s)
+                # request may have gone out: metered as sent, and traced as a timeout. Its outcome is
+                # unknown, so the breaker is not told one. Shielded: anyio cancels again at every await.
+                await unstoppable(flight.cancelled("cancelled once sent; metered at the reserved worst case",
+                                                    "timeout"))
                 raise
-            cost = await meter.settled(handle, target, completion) if meter is not None else Decimal(0)
-            state = await self.breakers.record_success(target.key)
-            recorded = True
-            await self._record(meter, attempts, target, number, "ok", _ms(started), completion, cost, fallback_from,
-                               None, timeout_s, state)
-            return completion
-        finally:
-            if not recorded:
-                await self.breakers.abandon(target.key, token)
+        except BaseException:
+            await unstoppable(flight.close())  # the slot and the probe go back even when cancelled again
+            raise
 
     async def _timed(self, target: Target, request: ChatRequest, timeout_s: float) -> Completion:
         provider = self.providers[target.provider]
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await provider.complete(target.model, request, timeout_s)
-        except TimeoutError:
-            raise ProviderTimeout(target.provider, f"no answer within timeout_s={timeout_s:g}") from None
-        except ProviderError:
-            raise
-        except Exception as exc:  # an adapter's bug fails this target only, never the caller
-            log.exception("provider %s raised", target.provider)
-            error = ProviderUnavailable(target.provider, f"{type(exc).__name__}: {exc}",
-                                        reason=f"error:{type(exc).__name__}")
-            error.retryable = False  # a bug does not go away by asking again
-            raise error from exc
+        return await guarded(target, provider.complete(target.model, request, timeout_s), timeout_s)
 
-    async def _spent(self, meter: Meter | None, handle: Any, attempts: list[Attempt], target: Target, number: int,
-                     started: float, fallback_from: str | None, error: str, timeout_s: float,
-                     breaker: str | None = None) -> None:
-        usage, cost = await meter.spent(handle, target) if meter is not None else (None, Decimal(0))
-        completion = Completion("", usage, target.model) if usage is not None else None
-        await self._record(meter, attempts, target, number, "timeout", _ms(started), completion, cost, fallback_from,
-                           error, timeout_s, breaker)
+    async def _first_event(self, target: Target, request: ChatRequest,
+                           timeout_s: float) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+        """A target's stream and its first event within ``timeout_s`` (the attempt's bound, which a deadline
+        may have cut); the stream itself is opened with the target's own ``timeout_s``, which bounds each gap
+        once it has begun (no fallback is left to keep time for then)."""
+        return await guarded(target, self._opened(target, request, timeout_s), timeout_s)
+
+    async def _opened(self, target: Target, request: ChatRequest,
+                      timeout_s: float) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+        provider = self.providers[target.provider]
+        # A provider written before streams (a custom one) answers whole, as one piece, within the attempt's bound.
+        opened = getattr(provider, "stream", None)
+        events = (opened(target.model, request, target.timeout_s) if opened
+                  else stream_whole(provider, target.model, request, timeout_s))
+        try:
+            return events, await next_event(target, events)
+        except BaseException:
+            await close_events(events)
+            raise
 
     async def _record(self, meter: Meter | None, attempts: list[Attempt], target: Target, number: int, status: str,
                       latency_ms: float, completion: Completion | None, cost: Decimal, fallback_from: str | None,
@@ -361,8 +373,24 @@ class Chain:
             await meter.record(attempt, AttemptInfo(target, usage, fallback_from, timeout_s, breaker))
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Found(Generic[_T]):
+    """The target that answered along a chain: its exchange's value and its still-open flight."""
+
+    value: _T
+    flight: _Flight
+    attempts: list[Attempt]
+    errors: list[tuple[Target, ProviderError]]
+
+
+async def _answered(flight: _Flight, completion: Completion) -> None:
+    try:
+        await flight.ok(completion)
+    finally:
+        await flight.close()
 
 
 def _token() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from router._model_store import load_gguf_manifest, resolve
 from router.errors import BadResponse, ConfigError, ModelError, ProviderUnavailable, RequestRejected
-from router.providers._base import ChatRequest, Completion, Usage, label_grammar
+from router.providers._base import ChatRequest, Completion, StreamEvent, Usage, label_grammar, stream_whole
 from router.providers._config import ProviderConfig
 
 _INSTALL_HINT = "the llama_cpp backend needs llama-cpp-python: pip install 'tiered-router[llm]'"
@@ -198,6 +199,10 @@ class LlamaCpp:
             raise ProviderUnavailable(self.name, str(exc), reason="model") from exc
         except Exception as exc:  # a llama.cpp failure (context overflow, decode error) fails this call only
             raise ProviderUnavailable(self.name, f"llama.cpp failed: {type(exc).__name__}: {exc}") from exc
+
+    def stream(self, model: str, request: ChatRequest, timeout_s: float) -> AsyncIterator[StreamEvent]:
+        """The answer is one label, decoded whole: streamed as one piece."""
+        return stream_whole(self, model, request, timeout_s)
 
     async def ping(self) -> bool:
         """In process: there is nothing to reach."""

@@ -1,6 +1,6 @@
 """The FastAPI app factory: the lifespan, the endpoint families' routers, the probes, the Guard.
 
-Each endpoint family (``classify/``, ``dispatch/``, ``admin/``, ``learn/``) has its protocol models, an
+Each endpoint family (``classify/``, ``dispatch/``, ``admin/``, ``learn/``, ``proxy/``) has its protocol models, an
 ``APIRouter`` that gets its serving object from ``app.state`` by ``Depends``, and its serving logic. Errors map to
 statuses in one table (``_errors.py``); limits are the Guard's (``guard.py``).
 """
@@ -35,6 +35,9 @@ from router.service.dispatch._routes import router as dispatch_routes
 from router.service.dispatch._serving import DispatchServing
 from router.service.learn._routes import learn_router
 from router.service.learn._serving import LearnServing, LearnTrust
+from router.service.proxy._routes import not_configured as proxy_not_configured
+from router.service.proxy._routes import router as proxy_routes
+from router.service.proxy._serving import ProxyServing
 
 log = logging.getLogger("router.service")
 
@@ -48,6 +51,9 @@ class FastJSON(JSONResponse):
 
 def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None) -> FastAPI:
     config = service.config
+    if config.proxy and dispatcher is None:
+        raise ConfigError("proxy is on but no dispatcher was given: the chat routes forward through its chain")
+    proxy: ProxyServing | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +67,8 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
             _ignore_sighup(hangup[0])
         try:
             await service.stop()
+            if proxy is not None:
+                await proxy.aclose()
             if dispatcher is not None:
                 await dispatcher.aclose()  # flushes the state's outbox: a SIGHUP must not cut it
         finally:
@@ -82,8 +90,11 @@ def create_app(service: ClassifierService, dispatcher: Dispatcher | None = None)
                 not_configured if dispatcher is None else dispatch_routes,
                 admin_router(AdminServing(service, keyed=bool(config.api_key_env))),
                 learn_router(LearnServing(service, trust), service.limits.max_text_chars, learnable)]
+    families.append(proxy_routes if config.proxy else proxy_not_configured)
     if dispatcher is not None:
         app.state.dispatch = DispatchServing(service, dispatcher)
+        if config.proxy:  # after DispatchServing: its deadlines are the fallback of the proxy's
+            app.state.proxy = proxy = ProxyServing(service, dispatcher)
         # A reload protects the intents of the skills that write, as load_router did at start from --skills.
         service.writes = frozenset(skill.name for skill in dispatcher.skills if skill.writes)
     for family in families:

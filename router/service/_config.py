@@ -14,7 +14,7 @@ the variable over the default. An empty variable counts as unset. The variables:
     ROUTER_SERVE_APPROVER_KEY_ENV, ROUTER_SERVE_ALLOW_SELF_APPROVAL (true/false),
     ROUTER_SERVE_DRAIN_DELAY_S, ROUTER_SERVE_SHUTDOWN_GRACE_S, ROUTER_SERVE_WORKERS, ROUTER_SERVE_STATE,
     ROUTER_SERVE_OTLP_ENDPOINT, ROUTER_SERVE_OTEL_SERVICE_NAME, ROUTER_SERVE_LEARNING,
-    ROUTER_SERVE_FEEDBACK (true/false), ROUTER_SERVE_LEARN_LOG.
+    ROUTER_SERVE_FEEDBACK (true/false), ROUTER_SERVE_LEARN_LOG, ROUTER_SERVE_PROXY (true/false).
 
 A variable with the prefix that names no field is an error, as an unknown key is (a typo would
 otherwise leave the default in force). ``api_key_env`` names the variable holding the bearer token,
@@ -90,6 +90,11 @@ class ServeConfig(BaseSettings):
                                                  "(e.g. router.dispatch.demo:registry)")
     model_routing: str | None = Field(None, description="model-routing file for the dispatcher, merged over "
                                                         "the shipped one")
+    # The proxy (router/service/proxy/): the chat routes go through the dispatcher's chain; without --skills the
+    # dispatcher has no skills (POST /v1/dispatch then answers no_skill), its budgets and sessions still apply.
+    proxy: bool = Field(False, description="serve POST /v1/chat/completions (OpenAI), POST /v1/messages "
+                                           "(Anthropic) and GET /v1/models: model \"auto\" routes each chat by "
+                                           "its intent to the model-routing file's chat stage")
     api_key_env: str | None = Field(None, description="require 'Authorization: Bearer <value of this env var>' "
                                                       "(default: no auth)")
     # Approvals need their own credential (service/_guard.py): an agent holding the service key must not

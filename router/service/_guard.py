@@ -19,6 +19,14 @@ routes a person uses (feedback, the review list, the learner's figures). Without
 ``writes`` skill refuses to start unless ``--allow-self-approval on`` says, on purpose, that the
 service key (or anyone, without ``--api-key-env``) approves.
 
+The proxy's routes (``router serve --proxy``: /v1/chat/completions, /v1/messages, /v1/models) are in the
+dispatch lane, under its deadline until their response starts: a stream (``text/event-stream``) that has
+started is not cut by it, since each gap is bounded by its model's ``timeout_s``. Their clients read
+their own API's errors, so the Guard's refusals there (401, 413, 503, 504) come in that format (OpenAI's,
+or Anthropic's on /v1/messages and on /v1/models with an ``anthropic-version`` header); and since the
+Anthropic SDK sends its key as ``x-api-key``, that header carries the service key on /v1/messages and
+/v1/models as well as a bearer token.
+
 The Guard tells the routes which key a request carried (``credential``): the learning routes trust a
 body's ``source: "human"`` and ``override`` only from the approver key when there is one, and the
 learned-examples log records the credential (``Credential.label``), never the key.
@@ -45,6 +53,7 @@ from router.service._config import ServeConfig
 from router.service._credential import STATE_KEY, Credential
 from router.service._service import ClassifierService
 from router.service.learn import _routes as learn
+from router.service.proxy._protocol import ANTHROPIC_KEY_PATHS, api_of, refusal_body
 
 if TYPE_CHECKING:
     from router.dispatch import Dispatcher
@@ -53,7 +62,8 @@ log = logging.getLogger("router.service")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # under no in-flight cap
-DISPATCH_ROUTES = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/")  # prefixes of max_dispatch_in_flight's routes
+# Prefixes of max_dispatch_in_flight's routes: the proxy's chats wait on providers as dispatches do.
+DISPATCH_ROUTES = ("/v1/dispatch", "/v1/approvals/", "/v1/sessions/", "/v1/chat/completions", "/v1/messages")
 # A lane is named by the ServeConfig field of its cap.
 CLASSIFY_LANE, DISPATCH_LANE = "max_in_flight", "max_dispatch_in_flight"
 DISPATCH_APPROVALS = frozenset({"/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject"})
@@ -89,8 +99,10 @@ async def drain(receive: Receive, already: int = 0) -> bool:
             return False
 
 
-async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps({"detail": detail})
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
+                    api: str | None = None) -> None:
+    """``api``: a proxy path's API (openai, anthropic), whose clients read their own error format."""
+    body = orjson.dumps({"detail": detail} if api is None else refusal_body(api, status, detail))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
@@ -131,6 +143,10 @@ def approver_auth(config: ServeConfig, dispatcher: Dispatcher | None, api_key: s
         log.warning("router: --allow-self-approval on: %s approve(s) the writes of %s (no approver key)",
                     "the service key" if api_key else "anyone (no --api-key-env)", ", ".join(writes))
     return ApproverAuth(None, None, approved_by)
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", []))
 
 
 class Guard:
@@ -215,8 +231,10 @@ class Guard:
         # compare_digest: the time taken does not reveal how much of the token matched.
         return token is not None and expected is not None and hmac.compare_digest(token, expected)
 
-    def _credential(self, headers: dict[bytes, bytes]) -> Credential | None:
+    def _credential(self, headers: dict[bytes, bytes], path: str = "") -> Credential | None:
         token = self._bearer(headers)
+        if token is None and path in ANTHROPIC_KEY_PATHS:  # the Anthropic SDK sends its key as x-api-key
+            token = headers.get(b"x-api-key")
         if self._matches(token, self.approver_token):
             return Credential("approver", self.approver.env)
         if self._matches(token, self.token):
@@ -232,9 +250,9 @@ class Guard:
         return f"approving needs the approver key (${env}), not the service key (${service})"
 
     async def _authorized(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
-                          path: str, endpoint: str) -> int | None:
+                          path: str, endpoint: str, api: str | None = None) -> int | None:
         """None when the request may go on (its credential in its state), else the status it was refused with."""
-        credential = self._credential(headers)
+        credential = self._credential(headers, path)
         scope.setdefault("state", {})[STATE_KEY] = credential
         kind = credential.kind if credential is not None else None
         if self.approver_token is not None and endpoint in APPROVAL_ROUTES:
@@ -244,23 +262,26 @@ class Guard:
                 self.metrics.rejected.labels("approver_key").inc()
                 await self._refuse(receive, send, 403, self._service_key_refused(endpoint))
                 return 403
-            return await self._unauthorized(receive, send, "approver key", self.approver.env)
+            return await self._unauthorized(receive, send, "approver key", self.approver.env, api)
         if kind == "approver" and endpoint in APPROVER_ALSO:
             return None
         if self.token is not None and path not in OPEN_PATHS and kind != "service":
-            return await self._unauthorized(receive, send, "bearer token", self.config.api_key_env)
+            return await self._unauthorized(receive, send, "bearer token", self.config.api_key_env, api)
         return None
 
-    async def _unauthorized(self, receive: Receive, send: Send, what: str, env: str | None) -> int:
+    async def _unauthorized(self, receive: Receive, send: Send, what: str, env: str | None,
+                            api: str | None = None) -> int:
         self.metrics.rejected.labels("auth").inc()
-        detail = f"missing or wrong {what} (Authorization: Bearer <the value of ${env}>)"
-        await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")])
+        also = " or x-api-key: <it>" if api == "anthropic" else ""
+        detail = f"missing or wrong {what} (Authorization: Bearer <the value of ${env}>{also})"
+        await self._refuse(receive, send, 401, detail, [(b"www-authenticate", b"Bearer")], api=api)
         return 401
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str, endpoint: str) -> int:
         cfg = self.config
         headers = dict(scope["headers"])
-        refused = await self._authorized(scope, receive, send, headers, path, endpoint)
+        api = api_of(path, headers)  # the proxy's paths answer refusals in their API's error format
+        refused = await self._authorized(scope, receive, send, headers, path, endpoint, api)
         if refused is not None:
             return refused
         lane = (None if path in PROBE_PATHS
@@ -270,24 +291,27 @@ class Guard:
             self.metrics.rejected.labels(lane).inc()
             retry = str(cfg.retry_after_s).encode()
             detail = f"{lane}={cap} requests are already in flight; retry after {retry.decode()} s"
-            await self._refuse(receive, send, 503, detail, [(b"retry-after", retry)])
+            await self._refuse(receive, send, 503, detail, [(b"retry-after", retry)], api=api)
             return 503
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
             self.metrics.rejected.labels("max_body_bytes").inc()
             declared = length.decode(errors="replace")
             detail = f"request body of {declared} bytes is over max_body_bytes={cfg.max_body_bytes}"
-            await self._refuse(receive, send, 413, detail, read_body=length.isdigit() and int(length) <= DRAIN_CAP)
+            await self._refuse(receive, send, 413, detail, read_body=length.isdigit() and int(length) <= DRAIN_CAP,
+                               api=api)
             return 413
-        return await self._call(scope, receive, send, lane)
+        return await self._call(scope, receive, send, lane, api)
 
     @staticmethod
     async def _refuse(receive: Receive, send: Send, status: int, detail: str,
-                      headers: list[tuple[bytes, bytes]] | None = None, read_body: bool = True) -> None:
+                      headers: list[tuple[bytes, bytes]] | None = None, read_body: bool = True,
+                      api: str | None = None) -> None:
         drained = read_body and await drain(receive)
-        await send_json(send, status, detail, [*(headers or []), *([] if drained else [CLOSE])])
+        await send_json(send, status, detail, [*(headers or []), *([] if drained else [CLOSE])], api)
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send, lane: str | None) -> int:
+    async def _call(self, scope: Scope, receive: Receive, send: Send, lane: str | None,
+                    api: str | None = None) -> int:
         cfg = self.config
         state: dict[str, Any] = {"status": 500, "started": False, "received": 0}
 
@@ -306,6 +330,10 @@ class Guard:
                 state["started"], state["status"] = True, message["status"]
                 if message["status"] == 413 and not state.get("drained", True):
                     message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+                # A stream (the proxy's) that has started is not cut by the deadline: its first event came
+                # within it, and each later gap is bounded by its model's timeout_s.
+                if state.get("timeout") is not None and _is_event_stream(message):
+                    state["timeout"].reschedule(None)
             await send(message)
 
         # A dispatch route has its own deadline, which its steps are planned to fit (dispatch/deadline.py):
@@ -314,12 +342,12 @@ class Guard:
                           or (cfg.request_timeout_s, f"request_timeout_s={cfg.request_timeout_s}"))
         self._count(lane, 1)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as state["timeout"]:
                 await self.app(scope, counted_receive, tracked_send)
         except TimeoutError:
             self.metrics.rejected.labels("request_timeout_s").inc()
             if not state["started"]:
-                await send_json(send, 504, f"request took longer than {limit}")
+                await send_json(send, 504, f"request took longer than {limit}", api=api)
             return 504
         finally:
             self._count(lane, -1)

@@ -109,6 +109,10 @@ class Metrics:
         self.dispatch_cost = Counter("router_dispatch_cost_usd", "provider cost of dispatches", registry=r)
         self.dispatch_fallbacks = Counter("router_dispatch_fallbacks", "dispatches served by a fallback model",
                                           registry=r)
+        # -- the proxy: per HTTP response (proxy/_serving.py); its cost and fallbacks also count just above --
+        self.proxy_requests = Counter("router_proxy_requests", "proxied chat requests by API (openai, anthropic), "
+                                      "route (auto, model, refusal; none when refused before routing) and HTTP "
+                                      "status", ["api", "route", "status"], registry=r)
         # -- dispatch: from the trace records (dispatch/_observe.py) --
         attempt = ["stage", "provider", "model"]
         self.provider_attempts = Counter("router_provider_attempts", "provider attempts by outcome (ok, timeout, "

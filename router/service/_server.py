@@ -22,7 +22,7 @@ import uvicorn
 
 from router._router import Router
 from router._telemetry import TracingMiddleware, configure_from_serve_config
-from router.dispatch import Dispatcher, load_registry
+from router.dispatch import Dispatcher, SkillRegistry, load_registry
 from router.service._app import create_app
 from router.service._config import ServeConfig
 from router.service._connections import guarded_protocol
@@ -71,12 +71,14 @@ class DrainingServer(uvicorn.Server):
 
 def build_server(config: ServeConfig, router: Router | None = None,
                  dispatcher: Dispatcher | None = None) -> DrainingServer:
-    if dispatcher is None and config.skills:
+    if dispatcher is None and (config.skills or config.proxy):
         # Refuses (ConfigError, naming both values) a model-routing file whose dispatch_timeout_s cannot hold a
         # skill's handler_timeout_s and its models: Dispatcher.check_deadlines, router/dispatch/_deadline.py.
         routing = model_routing(config)
+        # --proxy alone: a dispatcher with no skills, for the chat stage's chain, budgets and trace.
+        skills = load_registry(config.skills) if config.skills else SkillRegistry()
         # Its trace records also count in /metrics (dispatch/_observe.py: create_app attaches the metrics).
-        dispatcher = Dispatcher(routing, load_registry(config.skills), sink=ObservedSink.for_routing(routing))
+        dispatcher = Dispatcher(routing, skills, sink=ObservedSink.for_routing(routing))
     if router is None:
         router = load_router(config)  # the same load as a reload's (service.py)
     service = ClassifierService(router, config)
@@ -127,6 +129,7 @@ def serve(config: ServeConfig) -> None:
 
 def banner(config: ServeConfig, host: str, port: int) -> str:
     workers = f" with {config.workers} workers" if config.workers > 1 else ""
+    proxy = ", /v1/chat/completions, /v1/messages, GET /v1/models" if config.proxy else ""
     return (f"router: serving index {config.index!r} on http://{host}:{port}{workers} "
-            f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}, GET /healthz /readyz /metrics "
+            f"(POST /v1/classify{', /v1/dispatch' if config.skills else ''}{proxy}, GET /healthz /readyz /metrics "
             "/openapi.json)")

@@ -77,21 +77,22 @@ def _say(message: str) -> None:
 
 
 def check_shared_state(config: ServeConfig) -> None:
-    """Refuse (``ConfigError``) ``--workers`` above 1 with dispatch on and the memory state: each worker
-    would keep budgets, approvals and breakers of its own."""
-    if config.workers == 1 or not config.skills:
+    """Refuse (``ConfigError``) ``--workers`` above 1 with dispatch or the proxy on and the memory state: each
+    worker would keep budgets, approvals and breakers of its own."""
+    if config.workers == 1 or not (config.skills or config.proxy):
         return
     if model_routing(config).state.scheme != "memory":
         return
     source = "--state" if config.state is not None else "the model-routing file's state.url (memory by default)"
     n = config.workers
+    on = f"dispatch is on (--skills {config.skills})" if config.skills else "the proxy is on (--proxy)"
     raise ConfigError(
-        f"--workers {n} is refused with the memory state ({source}) while dispatch is on (--skills "
-        f"{config.skills}): each worker process would keep its own budgets, approvals and breakers, so every "
+        f"--workers {n} is refused with the memory state ({source}) while {on}: each worker process would keep "
+        "its own budgets, approvals and breakers, so every "
         f"spend cap would become {n}x the cap, an approval id made by one worker would be unknown to the "
         "others, and a provider that is down would be found out by each worker again. Share them in Redis: "
         "--state redis://127.0.0.1:6379/0 (or `state: {url: redis://...}` in the model-routing file), or serve "
-        "dispatch with --workers 1")
+        "dispatch and the proxy with --workers 1")
 
 
 def bind_socket(config: ServeConfig) -> socket.socket:

@@ -24,6 +24,9 @@ ALL_METHODS = ["tiers01", "tiers01-static-off", "tiers01-http", "tier2", "semant
                "llm-every-turn"]
 
 
+# The shared report takes ~40 s to make: in `make test-slow` (CI runs it), out of the default suite's ten minutes.
+pytestmark = pytest.mark.slow
+
 NO_TORCH = "router build --finetune needs torch and transformers (torch is missing): pip install 'tiered-router[train]'"
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,16 @@ import httpx
 import pytest
 import yaml
 
+import router as router_package
 from router import Builder, Router, RouterConfig
 from router._router import built_config
+from router.dispatch import Dispatcher, SkillRegistry, model_routing_from_dict
 from router.llm import LLMConfig
 from router.service import ServeConfig, build_server
 from router.service._server import DrainingServer
 from router.service._service import serving_learning
-from router.testing import free_port
+from router.service.dispatch._observe import ObservedSink
+from router.testing import FakeAnthropic, FakeGemini, FakeOpenAI, free_port
 
 
 class Running:
@@ -96,3 +101,128 @@ def server(start_server: Callable[..., Running]) -> Running:
 def client(server: Running) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+# -- the proxy (router serve --proxy): module-scoped servers over the loopback providers -------------------
+PROXY_KEYS = {"OPENAI_API_KEY": "sk-test-OPENAI-secret", "ANTHROPIC_API_KEY": "sk-ant-test-secret",
+              "GEMINI_API_KEY": "AIza-test-secret"}
+# The proxy index: the mini intents and three money intents of CLINC150 (CC BY 3.0), so that a follow-up such
+# as "and in euros?" is unsure (escalated) between them while "what is the exchange rate between dollars and
+# pesos" is a confident exchange_rate.
+PROXY_EXTRA_INTENTS = ("exchange_rate", "international_fees", "interest_rate")
+
+
+def chat_ref(provider: str, model: str, **extra: Any) -> dict[str, Any]:
+    return {"provider": provider, "model": model, "timeout_s": 5, "max_tokens": 256, **extra}
+
+
+def proxy_routing(fakes: ProxyFakes, **overrides: Any) -> dict[str, Any]:
+    """The chat stage: OpenAI by default, the weather skill on Anthropic, the balance skill on Gemini,
+    exchange_rate on Anthropic; no fallback and no retry unless a test adds them."""
+    data: dict[str, Any] = {
+        "providers": {
+            "openai": {"kind": "openai", "base_url": fakes.openai.url, "api_key_env": "OPENAI_API_KEY"},
+            "anthropic": {"kind": "anthropic", "base_url": fakes.anthropic.url, "api_key_env": "ANTHROPIC_API_KEY"},
+            "gemini": {"kind": "gemini", "base_url": fakes.gemini.url, "api_key_env": "GEMINI_API_KEY"},
+        },
+        "trace": {"sink": "memory"},
+        "retry": {"max_retries": 0, "initial_backoff_s": 0.01, "max_backoff_s": 0.05},
+        "defaults": {"chat": chat_ref("openai", "gpt-5.4-nano")},
+        "fallbacks": {"chat": []},
+        # Every test of a module shares its server's default session: room for all of them.
+        "budgets": {"session_steps": 10_000, "session_tokens": 10_000_000, "session_cost_usd": 100},
+        "overrides": {"info.weather": {"chat": chat_ref("anthropic", "claude-haiku-4-5")},
+                      "banking.balance": {"chat": chat_ref("gemini", "gemini-2.5-flash")},
+                      "exchange_rate": {"chat": chat_ref("anthropic", "claude-haiku-4-5")}},
+    }
+    data.update(overrides)
+    return data
+
+
+@dataclass
+class ProxyFakes:
+    openai: FakeOpenAI
+    anthropic: FakeAnthropic
+    gemini: FakeGemini
+
+    def all(self) -> list[Any]:
+        return [self.openai, self.anthropic, self.gemini]
+
+    def clear(self) -> None:
+        """Forget what each received, its faults and its stream counters (a test of its own)."""
+        for fake in self.all():
+            fake.requests.clear()
+            fake.always(None)
+            fake.stream_chunk_delay_s = 0.0
+            fake.streams_done = fake.streams_cut = 0
+
+
+@dataclass
+class ProxyServer:
+    running: Running
+    fakes: ProxyFakes
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.running.dispatcher  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture(scope="session")
+def proxy_index(tmp_path_factory: pytest.TempPathFactory, mini_config: RouterConfig) -> Path:
+    clinc = json.loads((Path(router_package.__file__).parent / "datasets/clinc150/data_full.json").read_text())
+    folder = tmp_path_factory.mktemp("proxy")
+    data = yaml.safe_load(Path(mini_config.intents).read_text())  # type: ignore[arg-type]
+    rows = Path(mini_config.validation).read_text().splitlines()  # type: ignore[arg-type]
+    for name in PROXY_EXTRA_INTENTS:
+        data["intents"].append({"name": name, "description": name.replace("_", " "),
+                                "examples": [t for t, i in clinc["train"] if i == name][:20]})
+        rows += [json.dumps({"text": t, "intent": name}) for t, i in clinc["val"] if i == name][:10]
+    (folder / "intents.yaml").write_text(yaml.safe_dump(data))
+    (folder / "val.jsonl").write_text("\n".join(rows) + "\n")
+    config = mini_config.model_copy(update={"name": "proxy", "intents": str(folder / "intents.yaml"),
+                                            "validation": str(folder / "val.jsonl")})
+    Builder(config).build(folder / "proxy")
+    return folder / "proxy"
+
+
+@pytest.fixture(scope="module")
+def proxy_fakes() -> Iterator[ProxyFakes]:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in PROXY_KEYS.items():
+            env.setenv(name, value)
+        fakes = ProxyFakes(FakeOpenAI(api_key=PROXY_KEYS["OPENAI_API_KEY"]),
+                           FakeAnthropic(api_key=PROXY_KEYS["ANTHROPIC_API_KEY"]),
+                           FakeGemini(api_key=PROXY_KEYS["GEMINI_API_KEY"]))
+        for fake in fakes.all():
+            fake.start()
+        yield fakes
+        for fake in fakes.all():
+            fake.stop()
+
+
+@pytest.fixture(scope="module")
+def start_proxy(proxy_index: Path, proxy_fakes: ProxyFakes,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ProxyServer]]:
+    """``start_proxy(routing=None, **serve_options)``: `router serve --proxy` over the proxy index, its
+    dispatcher's model-routing file ``routing`` (default ``proxy_routing(fakes)``), with no skills."""
+    running: list[Running] = []
+    logs = tmp_path_factory.mktemp("proxy-logs")
+
+    def start(routing: dict[str, Any] | None = None, **options: Any) -> ProxyServer:
+        port = free_port()
+        options.setdefault("learn_log", str(logs / f"learned-{port}.jsonl"))
+        config = ServeConfig(port=port, index=str(proxy_index), encoder_threads=1, proxy=True, **options)
+        model_routing = model_routing_from_dict(routing if routing is not None else proxy_routing(proxy_fakes))
+        dispatcher = Dispatcher(model_routing, SkillRegistry(), sink=ObservedSink.for_routing(model_routing))
+        r = Running(build_server(config, Router.load(proxy_index, llm="off"), dispatcher), port)
+        r.dispatcher = dispatcher  # type: ignore[attr-defined]
+        running.append(r)
+        return ProxyServer(r, proxy_fakes)
+
+    yield start
+    for r in running:
+        r.stop()

@@ -126,7 +126,7 @@ def test_stage_timeouts_take_the_longest_model_of_each_stage(fakes: Fakes) -> No
                                                             "timeout_s": 7}}}, dispatch_timeout_s=40)
     bounds = stage_timeouts(model_routing_from_dict(data), handler_timeout_s=12.0)
     # routing and diagnostic keep the shipped fallbacks (10 s, 60 s): the longest model of the stage counts.
-    assert bounds == {"routing": 10, "extraction": 7, "formatting": 2, "diagnostic": 60, "dispatch": 40,
+    assert bounds == {"routing": 10, "extraction": 7, "formatting": 2, "diagnostic": 60, "chat": 60, "dispatch": 40,
                       "handler": 12.0}
 
 

@@ -95,6 +95,8 @@ def test_workers_with_the_memory_state_and_dispatch_on_are_refused_saying_why_an
     assert "--state redis://" in err  # how
     with pytest.raises(ConfigError, match=r"memory state \(--state\)"):
         check_shared_state(ServeConfig(workers=3, skills=SKILLS, state="memory"))
+    with pytest.raises(ConfigError, match=r"while the proxy is on \(--proxy\)"):  # its budgets are the dispatcher's
+        check_shared_state(ServeConfig(workers=2, proxy=True))
 
 
 def test_workers_are_allowed_with_a_shared_state_or_without_dispatch() -> None:
