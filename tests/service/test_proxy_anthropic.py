@@ -3,7 +3,7 @@ intent like the OpenAI path, over the loopback providers (an OpenAI-backed route
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -28,8 +28,9 @@ def fakes(proxy: ProxyServer) -> Any:
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="unused", max_retries=0)
+def client(proxy: ProxyServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key="unused", max_retries=0) as made:
+        yield made  # closed after the test: its pooled connections are not left to the GC
 
 
 def test_messages_routed_by_intent(client: anthropic.Anthropic, fakes: Any) -> None:
@@ -69,13 +70,16 @@ def test_streamed_messages(client: anthropic.Anthropic, fakes: Any, query: str, 
 
 
 def test_the_api_key_header_is_the_service_key(start_proxy: Callable[..., ProxyServer],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
     monkeypatch.setenv("PROXY_SERVICE_KEY", "svc-secret")
     proxy = start_proxy(api_key_env="PROXY_SERVICE_KEY")
     good = anthropic.Anthropic(base_url=proxy.url, api_key="svc-secret", max_retries=0)
+    request.addfinalizer(good.close)  # its pooled connections, not left to the GC
     assert good.messages.create(model="auto", max_tokens=20, messages=[{"role": "user", "content": GREETING}]).content
     assert [m.id for m in good.models.list()][0] == "auto"  # Anthropic's list format, with x-api-key
     bad = anthropic.Anthropic(base_url=proxy.url, api_key="wrong", max_retries=0)
+    request.addfinalizer(bad.close)  # its pooled connections, not left to the GC
     with pytest.raises(anthropic.AuthenticationError) as refused:
         bad.messages.create(model="auto", max_tokens=20, messages=[{"role": "user", "content": GREETING}])
     assert refused.value.status_code == 401

@@ -70,11 +70,13 @@ def test_an_empty_user_message(proxy: ProxyServer, fakes: Any) -> None:
     assert not any(f.requests for f in fakes.all())
 
 
-def test_an_unknown_model(proxy: ProxyServer, fakes: Any) -> None:
+def test_an_unknown_model(proxy: ProxyServer, fakes: Any,
+        request: pytest.FixtureRequest) -> None:
     body = {"model": "gpt-nope", "messages": [{"role": "user", "content": GREETING}]}
     message = _openai_error(_openai(proxy, body), 404, "model_not_found", "model")
     assert "'gpt-nope'" in message and "auto" in message
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": GREETING}])
     message = _anthropic_error(_anthropic(proxy, {**body, "max_tokens": 10}), 404, "not_found_error")
@@ -100,10 +102,12 @@ def test_a_body_that_is_not_json(proxy: ProxyServer) -> None:
 
 # -- budgets, fallbacks, upstream failures ----------------------------------------------------------------
 def test_a_session_over_its_budget_gets_429_and_nothing_is_sent(start_proxy: Callable[..., ProxyServer],
-                                                                proxy_fakes: ProxyFakes) -> None:
+                                                                proxy_fakes: ProxyFakes,
+        request: pytest.FixtureRequest) -> None:
     proxy = start_proxy(proxy_routing(proxy_fakes, budgets={"session_steps": 2}))
     proxy.fakes.clear()
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=2)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     for _ in range(2):
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": GREETING}], user="u1")
     sent = len(proxy.fakes.openai.requests)
@@ -127,12 +131,14 @@ def test_a_session_over_its_budget_gets_429_and_nothing_is_sent(start_proxy: Cal
 
 
 def test_a_failing_primary_falls_back_and_the_headers_say_so(start_proxy: Callable[..., ProxyServer],
-                                                             proxy_fakes: ProxyFakes) -> None:
+                                                             proxy_fakes: ProxyFakes,
+        request: pytest.FixtureRequest) -> None:
     proxy = start_proxy(proxy_routing(proxy_fakes, fallbacks={"chat": [chat_ref("anthropic", "claude-haiku-4-5")]}))
     proxy.fakes.clear()
     proxy.fakes.openai.always("500")
     proxy.fakes.anthropic.script(GREETING, "Hello from the fallback.")
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     raw = client.chat.completions.with_raw_response.create(model="auto",
                                                            messages=[{"role": "user", "content": GREETING}])
     assert raw.parse().choices[0].message.content == "Hello from the fallback."
@@ -195,9 +201,11 @@ def test_a_client_that_disconnects_mid_stream_ends_the_upstream_request(proxy: P
     assert spent["cost_usd"] > 0
 
 
-def test_an_upstream_failure_mid_stream_is_the_apis_error_event(proxy: ProxyServer, fakes: Any) -> None:
+def test_an_upstream_failure_mid_stream_is_the_apis_error_event(proxy: ProxyServer, fakes: Any,
+        request: pytest.FixtureRequest) -> None:
     fakes.openai.fault("cut")
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     stream = client.chat.completions.create(model="auto", stream=True,
                                             messages=[{"role": "user", "content": GREETING}])
     with pytest.raises(openai.APIError) as failed:
@@ -207,6 +215,7 @@ def test_an_upstream_failure_mid_stream_is_the_apis_error_event(proxy: ProxyServ
 
     fakes.openai.fault("cut")
     a_client = anthropic.Anthropic(base_url=proxy.url, api_key="unused", max_retries=0)
+    request.addfinalizer(a_client.close)  # its pooled connections, not left to the GC
     with pytest.raises(anthropic.APIStatusError) as failed_a:  # the SDK raises the stream's error event
         with a_client.messages.stream(model="auto", max_tokens=50,
                                       messages=[{"role": "user", "content": GREETING}]) as s:
@@ -215,12 +224,14 @@ def test_an_upstream_failure_mid_stream_is_the_apis_error_event(proxy: ProxyServ
 
 
 def test_out_of_scope_can_go_to_a_configured_model(start_proxy: Callable[..., ProxyServer],
-                                                   proxy_fakes: ProxyFakes) -> None:
+                                                   proxy_fakes: ProxyFakes,
+        request: pytest.FixtureRequest) -> None:
     proxy = start_proxy(proxy_routing(proxy_fakes, proxy={
         "out_of_scope": {"model": chat_ref("gemini", "gemini-2.5-flash")}}))
     proxy.fakes.clear()
     proxy.fakes.gemini.script(OUT_OF_SCOPE, "Why did the cat sit on the computer?")
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     raw = client.chat.completions.with_raw_response.create(model="auto",
                                                            messages=[{"role": "user", "content": OUT_OF_SCOPE}])
     assert raw.parse().choices[0].message.content == "Why did the cat sit on the computer?"
@@ -235,15 +246,18 @@ def test_out_of_scope_can_go_to_a_configured_model(start_proxy: Callable[..., Pr
 
 # -- the Guard and the switch -------------------------------------------------------------------------------
 def test_the_guards_refusals_come_in_the_apis_format(start_proxy: Callable[..., ProxyServer],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
     monkeypatch.setenv("PROXY_SERVICE_KEY", "svc-secret")
     proxy = start_proxy(api_key_env="PROXY_SERVICE_KEY", max_body_bytes=4096)
     body = {"model": "auto", "messages": [{"role": "user", "content": GREETING}]}
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="wrong", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     with pytest.raises(openai.AuthenticationError) as refused:
         client.chat.completions.create(**body)  # type: ignore[call-overload]
     assert refused.value.body["code"] == "invalid_api_key"  # type: ignore[index]
     good = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="svc-secret", max_retries=0)
+    request.addfinalizer(good.close)  # its pooled connections, not left to the GC
     assert good.chat.completions.create(**body).choices[0].message.content  # type: ignore[call-overload]
     big = {"model": "auto", "messages": [{"role": "user", "content": "x " * 4000}]}
     response = _openai(proxy, big, headers={"authorization": "Bearer svc-secret"})
@@ -261,7 +275,8 @@ def test_without_proxy_the_routes_say_how_to_turn_it_on(start_server: Callable[.
 
 
 def test_a_started_stream_outlives_the_routes_deadline(start_proxy: Callable[..., ProxyServer],
-                                                       proxy_fakes: ProxyFakes) -> None:
+                                                       proxy_fakes: ProxyFakes,
+        request: pytest.FixtureRequest) -> None:
     """The deadline (request_timeout_s + dispatch_timeout_s, here 1.5 s) bounds the wait for the first event;
     a stream that has started runs on (each gap within its model's timeout_s)."""
     proxy = start_proxy(proxy_routing(proxy_fakes, dispatch_timeout_s=1, handler_timeout_s=1),
@@ -271,6 +286,7 @@ def test_a_started_stream_outlives_the_routes_deadline(start_proxy: Callable[...
     proxy.fakes.openai.script(GREETING, words)
     proxy.fakes.openai.stream_chunk_delay_s = 0.1  # the fake sleeps 2.5 s in all: past the deadline
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     chunks = list(client.chat.completions.create(model="auto", stream=True,
                                                  messages=[{"role": "user", "content": GREETING}]))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == words

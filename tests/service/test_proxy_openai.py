@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -36,8 +36,9 @@ def fakes(proxy: ProxyServer) -> Any:
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+def client(proxy: ProxyServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0) as made:
+        yield made  # closed after the test: its pooled connections are not left to the GC
 
 
 def _ask(client: openai.OpenAI, text: str, **extra: Any) -> Any:
@@ -271,10 +272,12 @@ def _turns(client: openai.OpenAI, session: str | None) -> tuple[Any, Any]:
     return first, follow
 
 
-def test_sticky_on_keeps_the_sessions_intent(start_proxy: Callable[..., ProxyServer], proxy_fakes: Any) -> None:
+def test_sticky_on_keeps_the_sessions_intent(start_proxy: Callable[..., ProxyServer], proxy_fakes: Any,
+        request: pytest.FixtureRequest) -> None:
     proxy = _sticky_proxy(start_proxy, proxy_fakes, enabled=True)
     proxy.fakes.clear()
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     first, follow = _turns(client, "s-euro")
     assert first.headers["x-router-intent"] == "exchange_rate" and first.headers["x-router-tier"] != "sticky"
     assert follow.headers["x-router-intent"] == "exchange_rate" and follow.headers["x-router-tier"] == "sticky"
@@ -293,10 +296,12 @@ def test_sticky_on_keeps_the_sessions_intent(start_proxy: Callable[..., ProxySer
     assert long_turn.headers["x-router-intent"] == "out_of_scope"
 
 
-def test_sticky_off_classifies_the_follow_up_alone(start_proxy: Callable[..., ProxyServer], proxy_fakes: Any) -> None:
+def test_sticky_off_classifies_the_follow_up_alone(start_proxy: Callable[..., ProxyServer], proxy_fakes: Any,
+        request: pytest.FixtureRequest) -> None:
     proxy = _sticky_proxy(start_proxy, proxy_fakes, enabled=False)
     proxy.fakes.clear()
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)  # its pooled connections, not left to the GC
     first, follow = _turns(client, "s-euro")
     assert first.headers["x-router-intent"] == "exchange_rate"
     assert follow.headers["x-router-intent"] == "out_of_scope" and follow.headers["x-router-tier"] != "sticky"
