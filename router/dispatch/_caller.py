@@ -204,17 +204,23 @@ class ModelCaller:
         return self.models.breaker(ref.target)
 
     def chain(self, skill: str, stage: Stage) -> list[ModelRef]:
-        chain = self.config.chain(skill, stage)
+        return self._drilled(self.config.chain(skill, stage), stage)
+
+    def _drilled(self, configured: list[ModelRef], stage: Stage) -> list[ModelRef]:
         # A failover drill sends all of the stage's traffic to its secondary: the primary is left out.
-        return chain[1:] if stage in self.drill_stages else chain
+        return configured[1:] if stage in self.drill_stages else configured
 
     def _along(self, skill: str, stage: Stage, chain: list[ModelRef] | None,
                primary: str | None) -> tuple[list[Target], str]:
         """The targets to try (the stage's chain unless one is given) and the key ``fallback_from`` names:
         ``primary`` when given (a caller's own chain, such as the proxy's one named model), else the stage's
         configured primary."""
-        chain = self.chain(skill, stage) if chain is None else chain
-        return [r.target for r in chain], primary if primary is not None else self.config.chain(skill, stage)[0].key
+        if chain is not None and primary is not None:
+            return [r.target for r in chain], primary
+        configured = self.config.chain(skill, stage)  # built once: every dispatched model call comes here
+        if chain is None:
+            chain = self._drilled(configured, stage)
+        return [r.target for r in chain], primary if primary is not None else configured[0].key
 
     async def call(self, *, stage: Stage, skill: str, session: str, request: ChatRequest,
                    chain: list[ModelRef] | None = None, deadline: Deadline | None = None,
